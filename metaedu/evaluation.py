@@ -1,0 +1,107 @@
+"""Scores over many test episodes, with 95% confidence intervals, beside the papers' figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from metaedu.tasks.episodes import EpisodeSampler, Episodes
+
+#: Normal quantile for a two-sided 95% interval.
+Z95 = 1.959964
+
+
+@dataclass
+class Score:
+    """A mean over test episodes with the half-width of its 95% confidence interval."""
+
+    mean: float
+    ci95: float
+    n: int
+    unit: str = "%"
+
+    def __str__(self) -> str:
+        digits = 1 if self.unit == "%" else 3
+        return f"{self.mean:.{digits}f} ± {self.ci95:.{digits}f}"
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "ci95": self.ci95, "n": self.n, "unit": self.unit}
+
+
+def mean_ci(values: Iterable[float] | torch.Tensor, unit: str = "%") -> Score:
+    """Mean and 95% interval half-width 1.96 * s / sqrt(n) (normal approximation over episodes)."""
+    v = torch.as_tensor(values if isinstance(values, torch.Tensor) else list(values), dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise ValueError("no values to average")
+    if not torch.isfinite(v).all():
+        raise FloatingPointError(f"{int((~torch.isfinite(v)).sum())} of {v.numel()} values are NaN or infinite")
+    n = v.numel()
+    std = float(v.std(unbiased=True)) if n > 1 else 0.0
+    return Score(float(v.mean()), Z95 * std / math.sqrt(n), n, unit)
+
+
+@torch.no_grad()
+def episode_accuracy(
+    predict: Callable[[Episodes], torch.Tensor],
+    sampler: EpisodeSampler,
+    n_episodes: int = 600,
+    batch: int = 50,
+) -> Score:
+    """Accuracy (%) of ``predict`` over ``n_episodes`` test episodes.
+
+    ``predict(episodes)`` returns logits ``[tasks, n_query_total, n_way]`` or labels
+    ``[tasks, n_query_total]`` for the query sets; each episode contributes its
+    query accuracy as one sample of the interval.
+    """
+    per_episode = []
+    remaining = n_episodes
+    while remaining > 0:
+        eps = sampler.sample(min(batch, remaining))
+        out = predict(eps)
+        labels = out.argmax(-1) if out.dim() == 3 else out
+        per_episode.append((labels == eps.y_query).float().mean(1).cpu() * 100)
+        remaining -= eps.tasks
+    return mean_ci(torch.cat(per_episode))
+
+
+@torch.no_grad()
+def regression_mse(predict: Callable, sampler, n_tasks: int = 600, batch: int = 100) -> Score:
+    """Mean squared error on the query points of ``n_tasks`` regression tasks, with its interval."""
+    per_task = []
+    remaining = n_tasks
+    while remaining > 0:
+        tasks = sampler.sample(min(batch, remaining))
+        pred = predict(tasks)
+        per_task.append(((pred - tasks.y_query) ** 2).flatten(1).mean(1).cpu())
+        remaining -= tasks.tasks
+    return mean_ci(torch.cat(per_task), unit="mse")
+
+
+def comparison_table(rows: list[dict], title: str | None = None) -> str:
+    """A Markdown table of our scores beside the paper's.
+
+    Each row is a dict with ``method``, ``setting`` (e.g. "5-way 1-shot"), ``ours``
+    (a :class:`Score` or text), ``paper`` (text, "—" where the paper has none) and an
+    optional ``note`` (e.g. the data set, when ours differs from the paper's).
+    """
+    head = "| method | setting | ours (95% CI) | paper | note |\n|---|---|---|---|---|"
+    body = [
+        f"| {r['method']} | {r.get('setting', '')} | {r['ours']} | {r.get('paper', '—')} | {r.get('note', '')} |"
+        for r in rows
+    ]
+    return "\n".join(([f"**{title}**", ""] if title else []) + [head] + body)
+
+
+def show_table(rows: list[dict], title: str | None = None):
+    """Display :func:`comparison_table` as Markdown in a notebook (plain text elsewhere)."""
+    text = comparison_table(rows, title)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:  # pragma: no cover - IPython is a dependency, but scripts may lack a display
+        print(text)
+    return text

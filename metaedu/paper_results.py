@@ -1,0 +1,39 @@
+"""The papers' headline figures, as the lecture slides give them: the one place they are written.
+
+Notebooks, tables and the README read them from here. Keys are
+``(method, data set, setting)``; values are the text printed beside our own
+score (accuracy in %, or MSE).
+"""
+
+from __future__ import annotations
+
+PAPER: dict[tuple[str, str, str], str] = {
+    # Lake et al. 2015 / Koch et al. 2015: Omniglot 20-way one-shot (Lake's runs)
+    ("Humans", "Omniglot", "20-way 1-shot"): "95.5",
+    ("Hierarchical Bayesian Program Learning", "Omniglot", "20-way 1-shot"): "95.2",
+    ("Affine model", "Omniglot", "20-way 1-shot"): "81.8",
+    ("Hierarchical Deep", "Omniglot", "20-way 1-shot"): "65.2",
+    ("Deep Boltzmann Machine", "Omniglot", "20-way 1-shot"): "62.0",
+    ("Simple Stroke", "Omniglot", "20-way 1-shot"): "35.2",
+    ("1-nearest neighbour (pixels)", "Omniglot", "20-way 1-shot"): "21.7",
+    ("Siamese Neural Net", "Omniglot", "20-way 1-shot"): "58.3",
+    ("Convolutional Siamese Net", "Omniglot", "20-way 1-shot"): "92.0",
+    # Vinyals et al. 2016: pixel baseline on Omniglot
+    ("1-nearest neighbour (pixels)", "Omniglot", "5-way 1-shot"): "41.7",
+    ("1-nearest neighbour (pixels)", "Omniglot", "5-way 5-shot"): "63.2",
+    ("1-nearest neighbour (pixels)", "Omniglot", "20-way 5-shot"): "42.6",
+    ("1-nearest neighbour (pixels, Vinyals)", "Omniglot", "20-way 1-shot"): "26.7",
+    # Koch et al. 2015: MNIST one-shot
+    ("1-nearest neighbour (pixels)", "MNIST", "10-way 1-shot"): "26.5",
+    ("Convolutional Siamese Net", "MNIST", "10-way 1-shot"): "70.3",
+    # Snell et al. 2017
+    ("Prototypical Networks", "Omniglot", "5-way 1-shot"): "98.8",
+    ("Prototypical Networks", "Omniglot", "5-way 5-shot"): "99.7",
+    ("Prototypical Networks", "Omniglot", "20-way 1-shot"): "96.0",
+    ("Prototypical Networks", "Omniglot", "20-way 5-shot"): "98.9",
+}
+
+
+def paper(method: str, dataset: str, setting: str) -> str:
+    """The paper's figure for a method and setting, or an em dash where the slides give none."""
+    return PAPER.get((method, dataset, setting), "—")

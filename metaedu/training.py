@@ -1,0 +1,152 @@
+"""The one meta-training loop: progress bar, history, NaN guard, checkpoint and resume.
+
+Every algorithm supplies a ``step(i)`` function that samples a meta-batch,
+computes the loss, updates the parameters and returns its metrics; this loop
+does the rest, the same way for every lecture::
+
+    history = train(step, n_steps=settings.steps, state={"model": model, "opt": opt},
+                    checkpoint=cache_dir() / "protonet.pt")
+
+An interrupted full-mode run called again with the same ``checkpoint`` resumes
+from the last saved step (models, optimisers, generators and history restored).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class History:
+    """Metrics recorded during training: ``history.metrics["loss"][j]`` was logged at ``history.steps[j]``."""
+
+    steps: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.steps.append(step)
+        for key, value in values.items():
+            self.metrics.setdefault(key, []).append(value)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.metrics[key]
+
+    def smoothed(self, key: str, window: int = 20) -> list[float]:
+        """Running mean over the last ``window`` logged values (for learning-curve plots)."""
+        values = self.metrics[key]
+        out, total = [], 0.0
+        for i, v in enumerate(values):
+            total += v
+            if i >= window:
+                total -= values[i - window]
+            out.append(total / min(i + 1, window))
+        return out
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "metrics": self.metrics, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.metrics, self.seconds = list(state["steps"]), dict(state["metrics"]), float(state["seconds"])
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean().cpu())
+    return float(value)
+
+
+def _state_of(obj: Any) -> Any:
+    if isinstance(obj, torch.Generator):
+        return obj.get_state()
+    return obj.state_dict()
+
+
+def _restore(obj: Any, state: Any) -> None:
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+def save_checkpoint(path: Path, step: int, state: dict[str, Any], history: History) -> None:
+    """Write atomically, so an interruption never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"step": step, "state": {k: _state_of(v) for k, v in state.items()}, "history": history.state_dict()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, state: dict[str, Any], history: History) -> int:
+    """Restore ``state`` and ``history`` in place; return the number of steps already done."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    missing = set(state) - set(payload["state"])
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {sorted(missing)}; it was written by a different training setup")
+    for key, obj in state.items():
+        _restore(obj, payload["state"][key])
+    history.load_state_dict(payload["history"])
+    return int(payload["step"])
+
+
+def train(
+    step: Callable[[int], dict[str, Any]],
+    n_steps: int,
+    state: dict[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    log_every: int = 1,
+    progress: bool = True,
+    desc: str = "meta-training",
+) -> History:
+    """Run ``step(i)`` for ``i`` in ``0 .. n_steps - 1`` and return the :class:`History`.
+
+    Args:
+        step: does one meta-update and returns metrics (tensors or numbers); ``"loss"`` is shown
+            on the progress bar.
+        n_steps: total number of steps (including those already done when resuming).
+        state: objects to checkpoint: modules, optimisers, schedulers, ``torch.Generator``s.
+        checkpoint: file to save to every ``checkpoint_every`` steps and at the end; if it
+            exists, training resumes from it.
+        log_every: record metrics every this many steps.
+    Raises:
+        FloatingPointError: a metric became NaN or infinite (naming the step and the metric);
+            the last checkpoint is left untouched.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    state = state or {}
+    history = History()
+    start_step = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        start_step = load_checkpoint(Path(checkpoint), state, history)
+    began = time.perf_counter() - history.seconds
+    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not progress, leave=False, initial=start_step, total=n_steps)
+    for i in bar:
+        metrics = step(i)
+        values = {k: _to_float(v) for k, v in metrics.items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"{desc}: {', '.join(bad)} became {values[bad[0]]} at step {i}; "
+                "lower the learning rate or check the inputs (the last checkpoint was kept)"
+            )
+        if i % log_every == 0 or i == n_steps - 1:
+            history.log(i, values)
+        if "loss" in values and i % 10 == 0:
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+        if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i == n_steps - 1):
+            history.seconds = time.perf_counter() - began
+            save_checkpoint(Path(checkpoint), i + 1, state, history)
+    history.seconds = time.perf_counter() - began
+    return history
