@@ -557,6 +557,18 @@ def stroke_descriptor(strokes: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([head, starts, ends, direction, grid[:9]]).astype(np.float32)[:24]
 
 
+def character_images(glyph: GlyphType, index: int, seed: int, size: int = 28, drawers: list[Drawer] | None = None) -> np.ndarray:
+    """The 20 drawings of one character, ``[N_DRAWERS, size, size]`` uint8 (ink 255).
+
+    Drawn at 105 x 105 (binary, like Omniglot's scans) and reduced bilinearly to ``size``.
+    ``index`` is the character's row in the data set; it seeds its drawings.
+    """
+    drawers = drawers or sample_drawers(seed)
+    rng = np.random.default_rng([seed, 1, index])
+    binary = render(draw(PenPath.from_strokes(glyph.strokes), drawers, rng), [d.pen_width for d in drawers])
+    return binary * 255 if size == 105 else downsample(binary, size)
+
+
 def build_glyphs(seed: int = 0, size: int = 28) -> GlyphAlphabets:
     """Build the data set (no cache); see :func:`load_glyphs`."""
     if size < 8:
@@ -572,12 +584,9 @@ def build_glyphs(seed: int = 0, size: int = 28) -> GlyphAlphabets:
     sides = [SIDES[side_ids[i]] for i in order]
 
     drawers = sample_drawers(seed)
-    pens = [dr.pen_width for dr in drawers]
     images = np.zeros((len(types), N_DRAWERS, size, size), dtype=np.uint8)
     for c, t in enumerate(types):
-        rng = np.random.default_rng([seed, 1, c])
-        binary = render(draw(PenPath.from_strokes(t.strokes), drawers, rng), pens)
-        images[c] = binary * 255 if size == 105 else downsample(binary, size)
+        images[c] = character_images(t, c, seed, size, drawers)
     return GlyphAlphabets(
         images=images,
         types=types,

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from metaedu.data.digits import digits_arrays, load_digits
+from metaedu.evaluation import comparison_table, episode_accuracy, mean_ci, regression_mse
+from metaedu.paper_results import paper
+from metaedu.tasks.episodes import EpisodeSampler
+from metaedu.tasks.regression import SinusoidTasks
+
+
+def test_mean_ci_matches_the_formula():
+    v = [1.0, 2.0, 3.0, 4.0]
+    s = mean_ci(v)
+    sd = math.sqrt(sum((x - 2.5) ** 2 for x in v) / 3)
+    assert s.mean == 2.5 and s.ci95 == pytest.approx(1.959964 * sd / 2)
+    assert str(mean_ci([50.0, 50.0])) == "50.0 ± 0.0"
+    with pytest.raises(FloatingPointError, match="NaN"):
+        mean_ci([1.0, float("nan")])
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+def test_episode_accuracy_of_perfect_and_chance_predictors():
+    digits = load_digits()
+    sampler = EpisodeSampler(digits, n_way=5, k_shot=1, n_query=4, seed=0)
+    perfect = episode_accuracy(lambda e: e.y_query, sampler, n_episodes=30, batch=7)
+    assert perfect.mean == 100.0 and perfect.n == 30
+    chance = episode_accuracy(lambda e: torch.randn(e.tasks, e.y_query.shape[1], 5), sampler, n_episodes=400)
+    assert abs(chance.mean - 20.0) < 3 * chance.ci95 + 1
+
+
+def test_pixel_nearest_neighbour_on_real_digits_beats_chance():
+    sampler = EpisodeSampler(load_digits(), n_way=10, k_shot=1, n_query=5, seed=0)
+
+    def nearest(e):
+        d = torch.cdist(e.x_query.flatten(2), e.x_support.flatten(2))
+        return e.y_support.gather(1, d.argmin(-1))
+
+    score = episode_accuracy(nearest, sampler, n_episodes=100)
+    assert score.mean > 50  # one example per digit already carries a lot
+
+
+def test_regression_mse_of_the_truth_is_zero():
+    tasks = SinusoidTasks(k_shot=5, n_query=5, seed=0)
+    assert regression_mse(lambda t: t.y_query, tasks, n_tasks=20).mean == 0.0
+    zero = regression_mse(lambda t: torch.zeros_like(t.y_query), tasks, n_tasks=2000)
+    # E[A^2 sin^2] = E[A^2] / 2 with A ~ U(0.1, 5): (5^3 - 0.1^3) / (3 * 4.9) / 2
+    assert zero.mean == pytest.approx((125 - 0.001) / (3 * 4.9) / 2, rel=0.1)
+
+
+def test_table_and_paper_lookup():
+    row = {"method": "ProtoNet", "setting": "5-way 1-shot", "ours": mean_ci([90.0, 92.0]),
+           "paper": paper("Prototypical Networks", "Omniglot", "5-way 1-shot"), "note": "glyphs"}
+    text = comparison_table([row], title="t")
+    assert "| ProtoNet | 5-way 1-shot | 91.0 ± 2.0 | 98.8 | glyphs |" in text
+    assert paper("nobody", "nothing", "none") == "—"
+
+
+def test_digits_sets():
+    d = load_digits()
+    assert d.n_classes == 10 and d.images.shape == (1797, 1, 8, 8) and d.images.max() <= 1.0
+    big = load_digits(size=28)
+    assert big.images.shape == (1797, 1, 28, 28)
+    x, y = digits_arrays()
+    assert x.shape == (1797, 64) and set(y.tolist()) == set(range(10))
