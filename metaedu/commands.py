@@ -1,15 +1,17 @@
-"""Sub-commands that live in their own modules (each registers itself here)."""
+"""Sub-commands that live in their own modules."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+
+#: Modules with an ``add_commands(subparsers)`` function, in help order.
+COMMAND_MODULES = ("metaedu.notebooks", "metaedu.grading.cli", "metaedu.lab")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the optional sub-commands whose modules exist."""
-    import importlib
-
-    for module in ("metaedu.notebooks", "metaedu.grading.cli", "metaedu.lab"):
+    """Add each module's sub-commands (a module not yet written is left out of the help)."""
+    for module in COMMAND_MODULES:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

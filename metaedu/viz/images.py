@@ -36,31 +36,33 @@ def show_images(images, titles=None, ncols: int | None = None, size: float = 1.2
 
 
 def glyph_gallery(data, n_alphabets: int = 6, n_characters: int = 6, n_drawers: int = 4, side: str = "background", seed: int = 0):
-    """Alphabets (rows) x characters x drawers: a picture of how the data set is organised.
+    """Alphabets (rows) x characters x drawers in one mosaic: how the data set is organised.
 
-    ``data`` is a :class:`metaedu.data.glyphs.GlyphAlphabets`.
+    ``data`` is a :class:`metaedu.data.glyphs.GlyphAlphabets`. Each row is an alphabet;
+    each block of ``n_drawers`` images is one character drawn by different people.
     """
     rng = np.random.default_rng(seed)
     names = data.alphabet_names(side)
     chosen = rng.choice(len(names), size=min(n_alphabets, len(names)), replace=False)
-    fig, axes = plt.subplots(
-        len(chosen), n_characters * n_drawers, figsize=(n_characters * n_drawers * 0.55, len(chosen) * 0.75), squeeze=False
-    )
+    side_px, gap = data.size, max(2, data.size // 7)
+    block = n_drawers * side_px + gap
+    mosaic = np.zeros((len(chosen) * (side_px + gap), n_characters * block))
     for row, a in enumerate(chosen):
         members = [i for i, name in enumerate(data.alphabets) if name == names[a]]
         chars = rng.choice(members, size=min(n_characters, len(members)), replace=False)
         for c, char in enumerate(chars):
             for d in range(n_drawers):
-                ax = axes[row, c * n_drawers + d]
-                ax.imshow(data.images[char, d] / 255.0, cmap="gray_r", vmin=0, vmax=1)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-        axes[row, 0].set_ylabel(names[a], rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"{side} alphabets: {n_characters} characters each, drawn by {n_drawers} of the 20 drawers", fontsize=11)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+                y, x = row * (side_px + gap), c * block + d * side_px
+                mosaic[y : y + side_px, x : x + side_px] = data.images[char, d] / 255.0
+    fig, ax = plt.subplots(figsize=(n_characters * n_drawers * 0.42 + 2.2, len(chosen) * 0.55 + 0.6))
+    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(r + 0.5) * (side_px + gap) - gap / 2 for r in range(len(chosen))], [names[a] for a in chosen], fontsize=10)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"{side} alphabets: {n_characters} characters each, drawn by {n_drawers} of the 20 drawers", fontsize=11)
+    fig.tight_layout()
     return fig
 
 
