@@ -1,0 +1,382 @@
+"""Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017) and three relatives.
+
+MAML learns an initialisation theta from which one or a few gradient steps on a
+new task's K examples already give a good model. Read next to the paper
+(algorithms 1 and 2):
+
+1. Sample a meta-batch of tasks T_i ~ p(T), each with a support set (K examples)
+   and a query set (new examples of the same task).
+2. Inner loop, per task (eq. 1), repeated ``inner_steps`` times::
+
+       theta'_i = theta - alpha * grad_theta L_Ti(f_theta)        # on the support set
+
+3. Meta-objective (eq. 2): the query loss of the adapted models,
+   ``min_theta sum_i L_Ti(f_theta'_i)``.
+4. Meta-update (eq. 3): ``theta <- theta - beta * grad_theta sum_i L_Ti(f_theta'_i)``
+   (we use Adam with step ``beta``, as the paper does). The gradient runs back
+   through step 2, so it contains second derivatives (Hessian-vector products).
+
+Symbols and names: theta = the model's parameters; theta'_i = ``fast`` (one
+weight set per task, ``{name: [tasks, *shape]}``); alpha = ``inner_lr``;
+beta = ``outer_lr``; K = ``k_shot``; L_Ti = ``task_losses`` (mean squared error
+for regression, cross-entropy for classification).
+
+Variants, all settings of the same code path:
+
+* **First-order MAML** (``first_order=True``, the paper's section 5.2): the inner
+  gradient is treated as a constant, so d theta'_i / d theta = I and the
+  meta-gradient is the query-loss gradient at theta'_i. No second derivatives.
+* **Meta-SGD** (Li et al. 2017, ``meta_sgd=True``): alpha becomes a learned tensor
+  of theta's shape, theta'_i = theta - alpha * grad (element-wise), meta-learned
+  with theta.
+* **ANIL** (Raghu et al. 2020, "rapid learning or feature reuse?",
+  ``anil=True``): only the head (the last layer) adapts in the inner loop;
+  the body is meta-learned but the same for every task.
+
+Inner and test-time steps are separate arguments (``inner_steps`` and
+``test_inner_steps`` in the settings), as in the paper (1 step in training, up
+to 10 at test time for sinusoids; 1 and 3 for 5-way Omniglot).
+
+All tasks of a meta-batch are adapted together: theta is expanded to a leading
+task dimension (no copy), the summed support losses are differentiated once
+(task i's loss depends only on its own slice, so the gradient is per task), and
+the forward pass is batched per backbone (:mod:`metaedu.nn.functional`, which
+also states the batch-norm policy: each task's own batch statistics, no running
+statistics). The module is never copied and its parameters are never rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaedu.evaluation import Score, episode_accuracy, mean_ci, regression_mse
+from metaedu.nn.backbones import MLP, Conv4
+from metaedu.nn.functional import (
+    Params,
+    batched_forward,
+    check_batch_norm,
+    parameter_dict,
+    per_task,
+    single_forward,
+)
+from metaedu.training import History, train
+
+LOSSES = ("mse", "cross_entropy")
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass
+class SinusoidSettings:
+    """MAML on Finn et al.'s sinusoids (section 5.1): MLP 1-40-40-1, K = 10."""
+
+    k_shot: int = 10  # K support points per task
+    n_query: int = 10  # query points per task for the meta-update
+    hidden: tuple[int, ...] = (40, 40)  # hidden layer sizes of the MLP
+    inner_lr: float = 0.01  # alpha
+    outer_lr: float = 0.001  # beta, Adam's step size
+    inner_steps: int = 1  # gradient steps in the inner loop while meta-training
+    test_inner_steps: int = 10  # gradient steps when adapting to a test task
+    first_order: bool = False  # drop second derivatives (first-order MAML)
+    meta_sgd: bool = False  # learn a per-parameter alpha (Meta-SGD)
+    anil: bool = False  # adapt only the last layer (ANIL)
+    meta_batch: int = 25  # tasks per meta-update
+    steps: int = 70000  # meta-updates
+    pretrain_steps: int = 70000  # updates of the jointly trained (pretrained) baseline
+    eval_tasks: int = 600  # test tasks behind each reported MSE
+
+    @classmethod
+    def quick(cls) -> "SinusoidSettings":
+        return cls(steps=2500, pretrain_steps=2500, outer_lr=0.003, eval_tasks=400)
+
+    @classmethod
+    def full(cls) -> "SinusoidSettings":
+        return cls()
+
+
+@dataclass
+class GlyphSettings:
+    """MAML on N-way K-shot glyph episodes with Conv4 (the paper's Omniglot setting in full mode)."""
+
+    n_way: int = 5  # classes per episode
+    k_shot: int = 1  # support images per class
+    n_query: int = 15  # query images per class for the meta-update
+    hidden: int = 64  # filters per Conv4 block
+    inner_lr: float = 0.4  # alpha (0.4 for 5-way in the paper, 0.1 for 20-way)
+    outer_lr: float = 0.001  # beta, Adam's step size
+    inner_steps: int = 1  # inner steps while meta-training (1 for 5-way, 5 for 20-way)
+    test_inner_steps: int = 3  # inner steps at test time (3 for 5-way, 5 for 20-way)
+    first_order: bool = False  # first-order MAML
+    meta_sgd: bool = False  # Meta-SGD
+    anil: bool = False  # ANIL
+    meta_batch: int = 32  # episodes per meta-update (32 for 5-way, 16 for 20-way)
+    steps: int = 60000  # meta-updates
+    eval_episodes: int = 600  # test episodes behind each reported accuracy
+
+    @classmethod
+    def quick(cls) -> "GlyphSettings":
+        return cls(hidden=32, n_query=5, meta_batch=8, steps=300, outer_lr=0.003, eval_episodes=300)
+
+    @classmethod
+    def full(cls) -> "GlyphSettings":
+        return cls()
+
+    @classmethod
+    def twenty_way(cls, mode: str) -> "GlyphSettings":
+        """The paper's 20-way setting (alpha 0.1, 5 inner steps, 16 episodes per batch), scaled down in quick mode."""
+        if mode == "full":
+            return cls(n_way=20, inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
+        return cls(n_way=20, hidden=32, n_query=2, inner_lr=0.1, inner_steps=1, test_inner_steps=5,
+                   meta_batch=4, steps=200, outer_lr=0.003, eval_episodes=200)
+
+
+# ----------------------------------------------------------------------------- the learner
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """Names of the parameters of the last layer that owns any (ANIL's head)."""
+    last = None
+    for module_name, module in model.named_modules():
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        if own:
+            last = (module_name, own)
+    if last is None:
+        raise ValueError("the model has no parameters to adapt")
+    prefix = f"{last[0]}." if last[0] else ""
+    return [prefix + n for n in last[1]]
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # ParameterDict keys cannot hold dots
+
+
+class MAML(nn.Module):
+    """A network plus the MAML inner loop (and its first-order, Meta-SGD and ANIL variants).
+
+    Args:
+        model: the network f_theta (e.g. ``MLP((1, 40, 40, 1))`` or ``Conv4(n_classes=5,
+            track_running_stats=False)``); its parameters are theta.
+        loss: ``"mse"`` (regression) or ``"cross_entropy"`` (classification).
+        inner_lr: alpha (Meta-SGD's initial value of every learned alpha).
+        first_order: drop the second derivatives in the meta-gradient.
+        meta_sgd: learn one alpha per parameter entry.
+        anil: adapt only the head (:func:`head_names`) in the inner loop.
+
+    Example::
+
+        learner = MAML(MLP((1, 40, 40, 1)), "mse", inner_lr=0.01)
+        loss, _ = learner.meta_loss(tasks, steps=1)   # tasks from SinusoidTasks.sample(25)
+        loss.backward()                                # meta-gradient in learner.parameters()
+    """
+
+    def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01, first_order: bool = False,
+                 meta_sgd: bool = False, anil: bool = False) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if not inner_lr > 0:
+            raise ValueError(f"inner_lr (alpha) must be positive, got {inner_lr!r}")
+        check_batch_norm(model)
+        self.model, self.loss, self.inner_lr = model, loss, float(inner_lr)
+        self.first_order, self.meta_sgd, self.anil = first_order, meta_sgd, anil
+        names = [n for n, _ in model.named_parameters()]
+        self.adapted = head_names(model) if anil else names  # the parameters the inner loop changes
+        self.inner_lrs = nn.ParameterDict(
+            {_key(n): nn.Parameter(torch.full_like(p, inner_lr)) for n, p in model.named_parameters() if n in self.adapted}
+        ) if meta_sgd else None
+
+    def alpha(self, name: str):
+        """The inner step size for parameter ``name``: a float, or Meta-SGD's learned tensor."""
+        return self.inner_lrs[_key(name)] if self.meta_sgd else self.inner_lr
+
+    def task_losses(self, fast: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task mean loss ``[tasks]`` and the outputs ``[tasks, n, out]`` of the weights ``fast``."""
+        out = batched_forward(self.model, fast, x)  # [tasks, n, out]
+        return task_loss(out, y, self.loss), out
+
+    def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
+              create_graph: bool | None = None, keep_path: bool = False):
+        """Inner loop (eq. 1) for all tasks at once; returns theta'_i as ``{name: [tasks, ...]}``.
+
+        ``create_graph`` defaults to ``not first_order`` (second-order meta-gradient);
+        at test time pass ``False``. With ``keep_path`` the list of weights after
+        0, 1, ..., ``steps`` steps is returned instead.
+        """
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        create_graph = (not self.first_order) if create_graph is None else create_graph
+        tasks = x_support.shape[0]
+        fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
+        if steps and not all(fast[n].requires_grad for n in self.adapted):
+            fast = {n: (p.detach().requires_grad_() if n in self.adapted else p) for n, p in fast.items()}
+        path = [fast]
+        for _ in range(steps):
+            loss, _ = self.task_losses(fast, x_support, y_support)  # [tasks]
+            # summing over tasks keeps the gradients per task: task i only touches fast[name][i]
+            grads = torch.autograd.grad(loss.sum(), [fast[n] for n in self.adapted], create_graph=create_graph)
+            fast = dict(fast)
+            for name, g in zip(self.adapted, grads):
+                fast[name] = fast[name] - self.alpha(name) * g  # theta' = theta - alpha * grad
+            path.append(fast)
+        return path if keep_path else fast
+
+    def meta_loss(self, tasks, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Meta-objective (eq. 2): mean over tasks of the query loss after ``steps`` inner steps.
+
+        ``tasks`` is a batch of :class:`~metaedu.tasks.episodes.Episodes` or
+        :class:`~metaedu.tasks.regression.RegressionTasks`. Returns the scalar loss
+        and the query outputs ``[tasks, n_query_total, out]``.
+        """
+        fast = self.adapt(tasks.x_support, tasks.y_support, steps)
+        loss, out = self.task_losses(fast, tasks.x_query, tasks.y_query)
+        return loss.mean(), out
+
+    def predict(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, steps: int) -> torch.Tensor:
+        """Adapt to each task's support set (no meta-gradient) and return the query outputs, detached."""
+        with torch.enable_grad():
+            fast = self.adapt(x_support, y_support, steps, create_graph=False)
+        with torch.no_grad():
+            return batched_forward(self.model, fast, x_query)
+
+
+def task_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Mean loss of each task: outputs ``[tasks, n, out]`` and targets -> ``[tasks]``."""
+    if loss == "mse":
+        if out.shape != y.shape:
+            raise ValueError(f"outputs {tuple(out.shape)} and targets {tuple(y.shape)} differ in shape")
+        return ((out - y) ** 2).flatten(1).mean(1)
+    if y.shape != out.shape[:2]:
+        raise ValueError(f"labels {tuple(y.shape)} do not match outputs {tuple(out.shape)} (expected [tasks, n])")
+    return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+
+
+# ----------------------------------------------------------------------------- the slow reference
+
+
+def per_task_meta_loss(learner: MAML, tasks, steps: int) -> torch.Tensor:
+    """The same meta-objective, one task at a time in a Python loop (the usual way; slow).
+
+    Each task gets its own clone of theta's tensors and the unbatched module via
+    ``functional_call``; this shares no forward code with :meth:`MAML.adapt`, so the
+    tests and the benchmark use it as an independent reference.
+    """
+    theta = parameter_dict(learner.model)
+    total = 0.0
+    for i in range(tasks.x_support.shape[0]):
+        fast = {n: p.clone() for n, p in theta.items()}  # a differentiable copy for task i
+        for _ in range(steps):
+            out = single_forward(learner.model, fast, tasks.x_support[i])
+            loss = task_loss(out[None], tasks.y_support[i][None], learner.loss)[0]
+            names = learner.adapted
+            grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=not learner.first_order)
+            fast = {**fast, **{n: fast[n] - learner.alpha(n) * g for n, g in zip(names, grads)}}
+        out = single_forward(learner.model, fast, tasks.x_query[i])
+        total = total + task_loss(out[None], tasks.y_query[i][None], learner.loss)[0]
+    return total / tasks.x_support.shape[0]
+
+
+# ----------------------------------------------------------------------------- building and training
+
+
+def sinusoid_learner(settings: SinusoidSettings, device="cpu") -> MAML:
+    """Finn's regressor: an MLP 1-hidden-1 with ReLUs, wrapped in the settings' MAML variant."""
+    model = MLP((1, *settings.hidden, 1)).to(device)
+    return MAML(model, "mse", settings.inner_lr, settings.first_order, settings.meta_sgd, settings.anil).to(device)
+
+
+def glyph_learner(settings: GlyphSettings, in_channels: int = 1, image_size: int = 28, device="cpu") -> MAML:
+    """Conv4 with an ``n_way`` head and batch statistics only, wrapped in the settings' MAML variant."""
+    model = Conv4(in_channels, settings.hidden, settings.n_way, track_running_stats=False, image_size=image_size)
+    return MAML(model.to(device), "cross_entropy", settings.inner_lr, settings.first_order,
+                settings.meta_sgd, settings.anil).to(device)
+
+
+def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool = True, desc: str = "MAML") -> History:
+    """Meta-train with Adam (eq. 3) on meta-batches from ``sampler`` (``SinusoidTasks`` or ``EpisodeSampler``).
+
+    Logs the meta-loss (query loss after adaptation) and, for classification,
+    the query accuracy after adaptation.
+    """
+    opt = torch.optim.Adam(learner.parameters(), lr=settings.outer_lr)
+
+    def step(i: int) -> dict:
+        tasks = sampler.sample(settings.meta_batch)
+        loss, out = learner.meta_loss(tasks, settings.inner_steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        metrics = {"loss": loss.detach()}
+        if learner.loss == "cross_entropy":
+            metrics["accuracy"] = (out.argmax(-1) == tasks.y_query).float().mean().detach() * 100
+        return metrics
+
+    state = {"learner": learner, "opt": opt, "sampler": sampler.generator}
+    return train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc)
+
+
+def pretrain(model: nn.Module, sampler, settings: SinusoidSettings, progress: bool = True) -> History:
+    """The paper's "pretrained" baseline: one network fit to all tasks jointly (no inner loop).
+
+    Every point of every sampled task is a training example; the best such
+    network predicts roughly the average sinusoid, which is close to zero.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=settings.outer_lr)
+
+    def step(i: int) -> dict:
+        tasks = sampler.sample(settings.meta_batch)
+        x = torch.cat([tasks.x_support, tasks.x_query], 1)  # [tasks, k + q, 1]
+        y = torch.cat([tasks.y_support, tasks.y_query], 1)
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach()}
+
+    return train(step, settings.pretrain_steps, progress=progress, desc="pretrained baseline")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_regression(learner: MAML, sampler, steps: int, n_tasks: int = 600) -> Score:
+    """Query MSE after ``steps`` inner steps on ``n_tasks`` new tasks, with its 95% interval."""
+    return regression_mse(lambda t: learner.predict(t.x_support, t.y_support, t.x_query, steps), sampler, n_tasks)
+
+
+def evaluate_episodes(learner: MAML, sampler, steps: int, n_episodes: int = 600, batch: int = 50) -> Score:
+    """Query accuracy (%) after ``steps`` inner steps on ``n_episodes`` test episodes, with its 95% interval."""
+    return episode_accuracy(lambda e: learner.predict(e.x_support, e.y_support, e.x_query, steps), sampler,
+                            n_episodes, batch)
+
+
+def mse_by_steps(learner: MAML, tasks, max_steps: int) -> list[Score]:
+    """Query MSE (with 95% interval over ``tasks``) after 0, 1, ..., ``max_steps`` inner steps."""
+    with torch.enable_grad():
+        path = learner.adapt(tasks.x_support, tasks.y_support, max_steps, create_graph=False, keep_path=True)
+    scores = []
+    with torch.no_grad():
+        for fast in path:
+            out = batched_forward(learner.model, fast, tasks.x_query)
+            scores.append(mean_ci(task_loss(out, tasks.y_query, "mse").cpu(), unit="mse"))
+    return scores
+
+
+def parameter_change(learner: MAML, tasks, steps: int) -> dict[str, float]:
+    """How far adaptation moves each weight tensor: mean over tasks of ||theta'_i - theta|| / ||theta||.
+
+    Under ANIL the body's entries are zero by construction; under MAML they show
+    how much of the adaptation happens in the body (Raghu et al.'s question).
+    """
+    theta = parameter_dict(learner.model)
+    fast = learner.adapt(tasks.x_support, tasks.y_support, steps, create_graph=False)
+    change = {}
+    with torch.no_grad():
+        for name, p in theta.items():
+            diff = (fast[name] - p).flatten(1).norm(dim=1)  # [tasks]
+            change[name] = float((diff / p.norm().clamp_min(1e-12)).mean())
+    return change

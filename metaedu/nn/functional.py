@@ -1,0 +1,141 @@
+"""Networks as pure functions of a parameter dict, for many tasks at once.
+
+Gradient-based meta-learners (MAML and its relatives) give every task of a
+meta-batch its own copy of the weights. Here those copies are one dict of
+tensors with a leading task dimension, ``{name: [tasks, *shape]}``, and a
+forward pass maps ``x`` ``[tasks, n, ...]`` to ``[tasks, n, out]`` with each
+task seen only by its own weights. The module itself is never copied and its
+parameters are never rewritten; it only supplies the architecture.
+
+:func:`batched_forward` picks the fastest route per backbone:
+
+* :class:`~metaedu.nn.backbones.MLP`: batched matrix products (``baddbmm``).
+* :class:`~metaedu.nn.backbones.Conv4`: the tasks are stacked along the channel
+  axis and each convolution runs once as a *grouped* convolution with one group
+  per task; batch norm over that stacked axis gives each task its own statistics.
+* any other module: ``torch.func.vmap`` over ``torch.func.functional_call``.
+
+**Batch-norm policy.** Batch norm always normalises with the statistics of the
+batch being passed through, per task and per channel (``F.batch_norm`` with
+``training=True`` and no running buffers). Nothing is averaged across tasks,
+and the support and query sets of a task are separate forward passes, so the
+query set's statistics never reach the support set's prediction. Running
+statistics are not used at all, so modules must be built with
+``track_running_stats=False`` (:func:`check_batch_norm` says so otherwise). The
+learned scale and shift of batch norm are ordinary parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metaedu.nn.backbones import MLP, Conv4
+
+Params = dict[str, torch.Tensor]
+
+
+def parameter_dict(module: nn.Module) -> Params:
+    """The module's parameters by name (the live tensors, so gradients reach them)."""
+    return dict(module.named_parameters())
+
+
+def per_task(params: Params, tasks: int) -> Params:
+    """Give each of ``tasks`` tasks a view of the shared weights: ``[*shape]`` -> ``[tasks, *shape]``.
+
+    ``expand`` copies nothing; gradients taken with respect to the expanded tensor
+    are per task, and those flowing back into ``params`` are summed over tasks.
+    """
+    if tasks < 1:
+        raise ValueError(f"tasks must be at least 1, got {tasks}")
+    return {name: p.unsqueeze(0).expand(tasks, *p.shape) for name, p in params.items()}
+
+
+def check_batch_norm(module: nn.Module) -> None:
+    """Raise if a batch-norm layer keeps running statistics (see the module docstring)."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.track_running_stats:
+            raise ValueError(
+                f"batch norm layer {name!r} tracks running statistics; the functional inner loop uses "
+                "each task's batch statistics only, so build the network with track_running_stats=False "
+                "(e.g. Conv4(track_running_stats=False))"
+            )
+
+
+def _check_inputs(params: Params, x: torch.Tensor) -> int:
+    if x.dim() < 3:
+        raise ValueError(f"x must be [tasks, n, ...] with a leading task dimension, got shape {tuple(x.shape)}")
+    tasks = x.shape[0]
+    for name, p in params.items():
+        if p.shape[0] != tasks:
+            raise ValueError(
+                f"parameter {name!r} has leading size {p.shape[0]} but x holds {tasks} tasks; "
+                "use per_task(params, tasks) to give every task its own weights"
+            )
+    return tasks
+
+
+def mlp_forward(model: MLP, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """MLP with per-task weights: ``x`` ``[tasks, n, in]`` -> ``[tasks, n, out]``."""
+    h = x
+    for i, layer in enumerate(model.net):
+        if isinstance(layer, nn.Linear):
+            w = params[f"net.{i}.weight"]  # [tasks, out, in]
+            b = params[f"net.{i}.bias"]  # [tasks, out]
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # [tasks, n, out]
+        else:
+            h = layer(h)  # element-wise activation
+    return h
+
+
+def conv4_forward(model: Conv4, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Conv4 with per-task weights as grouped convolutions: ``[tasks, n, C, H, W]`` -> ``[tasks, n, out]``."""
+    tasks, n = x.shape[:2]
+    h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])  # [n, tasks * C, H, W]
+    for i, block in enumerate(model.features):
+        conv, bn, act, pool = block
+        w = params[f"features.{i}.0.weight"]  # [tasks, out, in, 3, 3]
+        h = F.conv2d(
+            h, w.reshape(-1, *w.shape[2:]), params[f"features.{i}.0.bias"].reshape(-1),
+            stride=conv.stride, padding=conv.padding, groups=tasks,
+        )  # [n, tasks * out, H, W]
+        # one channel of the stacked axis = one (task, channel) pair: per-task statistics
+        h = F.batch_norm(
+            h, None, None, params[f"features.{i}.1.weight"].reshape(-1), params[f"features.{i}.1.bias"].reshape(-1),
+            training=True, eps=bn.eps,
+        )
+        h = pool(act(h))
+    z = h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, hidden * h * w], the order of Conv4's flatten
+    if model.head is None:
+        return z
+    return torch.baddbmm(params["head.bias"].unsqueeze(1), z, params["head.weight"].transpose(1, 2))
+
+
+def vmap_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Any module, vectorised over tasks with ``torch.func.vmap``."""
+    return vmap(lambda p, xi: functional_call(model, p, (xi,)))(params, x)
+
+
+def batched_forward(model: nn.Module, params: Params, x: torch.Tensor, route: str = "auto") -> torch.Tensor:
+    """Apply ``model`` with per-task weights ``params`` (``{name: [tasks, ...]}``) to ``x`` ``[tasks, n, ...]``.
+
+    ``route`` is ``"auto"`` (the fastest one for the backbone, see the module
+    docstring) or ``"vmap"`` (the generic route, for any module).
+    """
+    _check_inputs(params, x)
+    if route == "vmap":
+        return vmap_forward(model, params, x)
+    if route != "auto":
+        raise ValueError(f"route must be 'auto' or 'vmap', got {route!r}")
+    if type(model) is MLP:
+        return mlp_forward(model, params, x)
+    if type(model) is Conv4:
+        return conv4_forward(model, params, x)
+    return vmap_forward(model, params, x)
+
+
+def single_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """One task, one weight set, no task dimension: ``x`` ``[n, ...]`` (the slow reference route)."""
+    return functional_call(model, params, (x,))
