@@ -31,6 +31,17 @@ PAPER: dict[tuple[str, str, str], str] = {
     ("Prototypical Networks", "Omniglot", "5-way 5-shot"): "99.7",
     ("Prototypical Networks", "Omniglot", "20-way 1-shot"): "96.0",
     ("Prototypical Networks", "Omniglot", "20-way 5-shot"): "98.9",
+    # Finn et al. 2017 (MAML)
+    ("MAML", "Omniglot", "5-way 1-shot"): "98.7 ± 0.4",
+    ("MAML", "Omniglot", "5-way 5-shot"): "99.9 ± 0.1",
+    ("MAML", "Omniglot", "20-way 1-shot"): "95.8 ± 0.3",
+    ("MAML", "Omniglot", "20-way 5-shot"): "98.9 ± 0.2",
+    ("MAML, no conv", "Omniglot", "5-way 1-shot"): "89.7 ± 1.1",
+    ("MAML, no conv", "Omniglot", "5-way 5-shot"): "97.5 ± 0.6",
+    ("MAML", "miniImageNet", "5-way 1-shot"): "48.70 ± 1.84",
+    ("MAML", "miniImageNet", "5-way 5-shot"): "63.11 ± 0.92",
+    ("first-order MAML", "miniImageNet", "5-way 1-shot"): "48.07 ± 1.75",
+    ("first-order MAML", "miniImageNet", "5-way 5-shot"): "63.15 ± 0.91",
 }
 
 
