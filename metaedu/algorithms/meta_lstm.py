@@ -1,0 +1,405 @@
+"""The meta-learner LSTM of Ravi & Larochelle (2017), "Optimization as a model for few-shot learning".
+
+A learner (a small CNN classifier with parameters theta) is trained on one episode's
+D_train (our support set) by a *learned* update rule, then judged on D_test (our
+query set). The paper's observation: one step of gradient descent
+
+    theta_t = theta_{t-1} - alpha_t * grad_{theta_{t-1}} L_t                           (1)
+
+has the form of an LSTM's cell-state update
+
+    c_t = f_t * c_{t-1} + i_t * c~_t                                                   (2)
+
+with c_t = theta_t, c~_t = -grad L_t, f_t = 1 and i_t = alpha_t. The meta-learner lets
+the gates be computed from what the optimiser sees:
+
+    i_t = sigmoid(W_I . [h_t, theta_{t-1}, i_{t-1}] + b_I)      a learning rate per coordinate  (3)
+    f_t = sigmoid(W_F . [h_t, theta_{t-1}, f_{t-1}] + b_F)      how much of theta_{t-1} to keep (4)
+
+where h_t is the output of an ordinary LSTM (the paper's first layer) that reads the
+preprocessed gradient and loss, (pre(grad_i L_t), pre(L_t)) -- the issue's shorthand
+[grad, L, theta_{t-1}, i_{t-1}] with the gradient and loss first encoded by that LSTM.
+
+* **Coordinatewise sharing.** Every coordinate of theta is a row of one big batch: it
+  has its own h, c, i, f, but all coordinates share W_I, b_I, W_F, b_F and the first
+  LSTM's weights, so the meta-learner is tiny whatever the learner's size.
+* **Preprocessing** of gradient and loss: ``metaedu.nn.preprocess.preprocess`` (p = 10).
+* **Initial state.** theta_0 = c_0 is a learned vector (the meta-learner learns the
+  learner's initialisation too); i_0 = f_0 = 0.
+* **Initialisation.** Small random weights; b_F drawn large (f near 1: keep theta, let
+  the meta-gradient flow), b_I drawn very negative (i near 0.01: a small learning rate).
+* **Training** (the paper's algorithm 1): T updates on D_train, then the loss of
+  theta_T on D_test is back-propagated into Theta = (LSTM weights, W, b, c_0). As in
+  the paper, the gradient and loss *inputs* are treated as constants: no second
+  derivatives through the learner's gradients.
+* **Batch normalisation.** The learner's batch norm never uses statistics collected
+  across episodes (that would leak information between data sets). On D_train it uses
+  the statistics of the D_train batch; D_test is normalised with the statistics of this
+  episode's D_train under theta_T, never with D_test's own batch, so each query image is
+  classified on its own (no transduction) -- the same rule at meta-training and at
+  meta-test time.
+
+Paper symbols -> names here: theta = ``theta`` (``[tasks, P]``, P = learner.n_params),
+c_0 = ``MetaLearnerLSTM.c0``, T = ``Settings.updates``, i_t, f_t = ``input_gate``,
+``forget_gate``, Theta = ``MetaLearnerLSTM.parameters()``, D_train/D_test = support/query.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaedu.nn.preprocess import preprocess
+from metaedu.tasks.episodes import Episodes
+
+BN_EPS = 1e-5
+
+
+@dataclass
+class Settings:
+    """Hyper-parameters of the meta-learner LSTM and its learner (one place for each)."""
+
+    n_way: int = 5  # classes per episode
+    k_shot: int = 5  # D_train images per class
+    n_query: int = 5  # D_test images per class while meta-training
+    filters: int = 16  # conv filters in each block of the learner (32 in the paper)
+    blocks: int = 4  # conv blocks of the learner (4 in the paper)
+    lstm_hidden: int = 20  # hidden size of the first, ordinary LSTM (20 in the paper)
+    updates: int = 8  # T: learner updates per episode
+    meta_batch: int = 4  # episodes per meta-update
+    meta_steps: int = 300  # meta-updates
+    meta_lr: float = 3e-3  # Adam learning rate for Theta (1e-3 in the paper)
+    grad_clip: float = 0.25  # meta-gradient norm clip (the paper's 0.25)
+    forget_bias: tuple[float, float] = (4.0, 6.0)  # b_F drawn uniformly in this range
+    input_bias: tuple[float, float] = (-5.0, -4.0)  # b_I drawn uniformly in this range
+    weight_scale: float = 0.01  # other meta-learner weights uniform in +-this
+    eval_episodes: int = 200  # test episodes for the 95% interval (600 in the paper)
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls()
+
+    @classmethod
+    def full(cls) -> "Settings":
+        return cls(filters=32, updates=12, meta_batch=8, meta_steps=20000, meta_lr=1e-3, n_query=15, eval_episodes=600)
+
+
+# ---------------------------------------------------------------------------
+# The learner: a Conv4-like classifier whose parameters are one flat vector per task
+# ---------------------------------------------------------------------------
+
+
+class ConvLearner:
+    """The learner M(x; theta), written as explicit functional layers.
+
+    ``blocks`` x [3x3 conv (``filters``), batch norm, ReLU, 2x2 max-pool], then a linear
+    layer to ``n_way`` scores. theta is a flat vector ``[P]`` (``[tasks, P]`` for a
+    meta-batch; each task has its own learner), laid out in the order of an
+    ``nn.Sequential`` of the same layers: conv weight, conv bias, bn weight, bn bias per
+    block, then the head's weight and bias. The tasks of a batch run together as one
+    grouped convolution.
+    """
+
+    def __init__(self, n_way: int, filters: int = 16, blocks: int = 4, in_channels: int = 1, image_size: int = 28) -> None:
+        for name, value in (("n_way", n_way), ("filters", filters), ("blocks", blocks), ("in_channels", in_channels)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"ConvLearner: {name} must be a positive integer, got {value!r}")
+        side = image_size
+        for _ in range(blocks):
+            side //= 2
+        if side < 1:
+            raise ValueError(f"ConvLearner: {blocks} blocks halve a {image_size}-pixel image to nothing; use fewer blocks")
+        self.n_way, self.filters, self.blocks = n_way, filters, blocks
+        self.in_channels, self.image_size = in_channels, image_size
+        self.feature_dim = filters * side * side
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        c_in = in_channels
+        for b in range(1, blocks + 1):
+            self.shapes[f"conv{b}.weight"] = (filters, c_in, 3, 3)
+            self.shapes[f"conv{b}.bias"] = (filters,)
+            self.shapes[f"bn{b}.weight"] = (filters,)
+            self.shapes[f"bn{b}.bias"] = (filters,)
+            c_in = filters
+        self.shapes["head.weight"] = (n_way, self.feature_dim)
+        self.shapes["head.bias"] = (n_way,)
+        self.offsets: dict[str, slice] = {}
+        start = 0
+        for name, shape in self.shapes.items():
+            size = math.prod(shape)
+            self.offsets[name] = slice(start, start + size)
+            start += size
+        self.n_params = start
+
+    def layers(self) -> dict[str, slice]:
+        """Coordinate ranges of each layer of the learner (for per-layer gate plots)."""
+        out = {}
+        for b in range(1, self.blocks + 1):
+            out[f"block {b}"] = slice(self.offsets[f"conv{b}.weight"].start, self.offsets[f"bn{b}.bias"].stop)
+        out["output"] = slice(self.offsets["head.weight"].start, self.n_params)
+        return out
+
+    def init(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A fresh theta ``[P]``: He-normal convs, unit/zero batch norm, small head, zero biases."""
+        parts = []
+        for name, shape in self.shapes.items():
+            if name.startswith("conv") and name.endswith("weight"):
+                fan_in = shape[1] * 9
+                parts.append(torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in))
+            elif name == "head.weight":
+                parts.append(torch.randn(shape, generator=generator) / math.sqrt(shape[1]))
+            elif name.startswith("bn") and name.endswith("weight"):
+                parts.append(torch.ones(shape))
+            else:
+                parts.append(torch.zeros(shape))
+        return torch.cat([p.flatten() for p in parts])
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[tasks, P]`` -> ``{name: [tasks, *shape]}`` (views, no copies)."""
+        if theta.dim() != 2 or theta.shape[1] != self.n_params:
+            raise ValueError(f"theta must be [tasks, {self.n_params}], got shape {tuple(theta.shape)}")
+        return {name: theta[:, sl].reshape(theta.shape[0], *self.shapes[name]) for name, sl in self.offsets.items()}
+
+    def logits(self, theta: torch.Tensor, x: torch.Tensor, n_stats: int | None = None) -> torch.Tensor:
+        """Class scores of each task's learner on its own images.
+
+        Args:
+            theta: ``[tasks, P]``.
+            x: ``[tasks, n, C, H, W]``.
+            n_stats: batch norm statistics come from the first ``n_stats`` images of each
+                task (``None``: all of them). Pass ``n_support`` with ``x = [support; query]``
+                to normalise D_test with D_train's statistics.
+        Returns: ``[tasks, n, n_way]``.
+        """
+        z = self.features(theta, x, n_stats)  # [tasks, n, feature_dim]
+        p = self.unflatten(theta)
+        return torch.einsum("tnd,tcd->tnc", z, p["head.weight"]) + p["head.bias"][:, None, :]
+
+    def features(self, theta: torch.Tensor, x: torch.Tensor, n_stats: int | None = None) -> torch.Tensor:
+        """The conv blocks alone (the head's part of theta is ignored): ``[tasks, n, feature_dim]``."""
+        if x.dim() != 5 or x.shape[0] != theta.shape[0]:
+            raise ValueError(f"x must be [tasks={theta.shape[0]}, n, C, H, W], got shape {tuple(x.shape)}")
+        if x.shape[2] != self.in_channels or x.shape[3] != self.image_size or x.shape[4] != self.image_size:
+            raise ValueError(
+                f"the learner expects {self.in_channels}x{self.image_size}x{self.image_size} images, got {tuple(x.shape[2:])}"
+            )
+        p = self.unflatten(theta)
+        tasks, n = x.shape[:2]
+        n_stats = n if n_stats is None else n_stats
+        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])  # [n, tasks * C, H, W]
+        for b in range(1, self.blocks + 1):
+            w = p[f"conv{b}.weight"]  # [tasks, filters, c_in, 3, 3]
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), p[f"conv{b}.bias"].reshape(-1), padding=1, groups=tasks)
+            h = batch_norm(h, p[f"bn{b}.weight"].reshape(-1), p[f"bn{b}.bias"].reshape(-1), n_stats)
+            h = F.max_pool2d(F.relu(h), 2)  # [n, tasks * filters, H / 2, W / 2]
+        return h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, feature_dim]
+
+    def task_losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of each task's learner on its images: ``[tasks]``."""
+        logits = self.logits(theta, x)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+
+
+def batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_stats: int) -> torch.Tensor:
+    """Batch norm of ``h [n, channels, H, W]`` with mean and (biased) variance of its first ``n_stats`` rows."""
+    if n_stats == h.shape[0]:
+        return F.batch_norm(h, None, None, weight, bias, training=True, eps=BN_EPS)
+    ref = h[:n_stats].transpose(0, 1).reshape(h.shape[1], -1)  # [channels, n_stats * H * W]
+    var, mean = torch.var_mean(ref, dim=1, unbiased=False)
+    scale = weight * torch.rsqrt(var + BN_EPS)  # [channels]
+    return h * scale[None, :, None, None] + (bias - mean * scale)[None, :, None, None]
+
+
+# ---------------------------------------------------------------------------
+# The meta-learner
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CellState:
+    """Everything the meta-learner carries from update t-1 to t, per coordinate."""
+
+    theta: torch.Tensor  # [tasks, P]  c_{t-1} = theta_{t-1}
+    input_gate: torch.Tensor  # [tasks, P]  i_{t-1}
+    forget_gate: torch.Tensor  # [tasks, P]  f_{t-1}
+    h: torch.Tensor  # [tasks * P, lstm_hidden]  first LSTM's output
+    c: torch.Tensor  # [tasks * P, lstm_hidden]  first LSTM's cell
+
+
+class MetaLearnerLSTM(nn.Module):
+    """Theta: the first LSTM (4 inputs per coordinate), the gate weights W_I, W_F, b_I, b_F, and c_0."""
+
+    def __init__(self, learner: ConvLearner, settings: Settings, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.learner = learner
+        s = settings
+        hid = s.lstm_hidden
+        u = lambda *shape: (torch.rand(*shape, generator=generator) * 2 - 1) * s.weight_scale  # noqa: E731
+        self.lstm = nn.LSTMCell(4, hid)
+        with torch.no_grad():
+            for weight in self.lstm.parameters():
+                weight.copy_(u(*weight.shape))
+        self.W_I = nn.Parameter(u(hid + 2))  # acts on [h_t, theta_{t-1}, i_{t-1}]
+        self.W_F = nn.Parameter(u(hid + 2))  # acts on [h_t, theta_{t-1}, f_{t-1}]
+        lo, hi = s.input_bias
+        self.b_I = nn.Parameter(lo + (hi - lo) * torch.rand((), generator=generator))
+        lo, hi = s.forget_bias
+        self.b_F = nn.Parameter(lo + (hi - lo) * torch.rand((), generator=generator))
+        self.c0 = nn.Parameter(learner.init(generator))  # [P] theta_0, learned
+
+    def start(self, tasks: int) -> CellState:
+        """theta_0 = c_0 for every task; gates and LSTM state zero."""
+        P, hid = self.learner.n_params, self.lstm.hidden_size
+        zeros = self.c0.new_zeros(tasks, P)
+        h = self.c0.new_zeros(tasks * P, hid)
+        return CellState(self.c0.expand(tasks, P), zeros, zeros, h, h)
+
+    def step(self, state: CellState, grad: torch.Tensor, loss: torch.Tensor) -> CellState:
+        """One update of every coordinate: equations (3), (4), then (2).
+
+        Args:
+            grad: ``[tasks, P]`` gradient of L_t at theta_{t-1} (a constant: no second derivatives).
+            loss: ``[tasks]`` L_t (a constant).
+        """
+        tasks, P = grad.shape
+        x = torch.cat([preprocess(grad), preprocess(loss)[:, None, :].expand(tasks, P, 2)], dim=-1)  # [tasks, P, 4]
+        h, c = self.lstm(x.reshape(tasks * P, 4), (state.h, state.c))  # [tasks * P, hid]
+        theta_prev = state.theta.reshape(-1, 1)  # [tasks * P, 1]
+        i = torch.sigmoid(torch.cat([h, theta_prev, state.input_gate.reshape(-1, 1)], 1) @ self.W_I + self.b_I)
+        f = torch.sigmoid(torch.cat([h, theta_prev, state.forget_gate.reshape(-1, 1)], 1) @ self.W_F + self.b_F)
+        i, f = i.view(tasks, P), f.view(tasks, P)  # [tasks, P]
+        theta = f * state.theta - i * grad  # (2): c_t = f_t * c_{t-1} + i_t * (-grad)
+        return CellState(theta, i, f, h, c)
+
+    forward = step  # so that torch.func.functional_call(meta, weights, (state, grad, loss)) works
+
+    @torch.no_grad()
+    def set_sgd(self, lr: float) -> None:
+        """Make the meta-learner plain SGD: W = 0, f_t = sigmoid(50) = 1 exactly in float32/64, i_t = lr."""
+        if not 0.0 < lr < 1.0:
+            raise ValueError(f"an input gate is a sigmoid, so the SGD learning rate must lie in (0, 1), got {lr}")
+        for weight in (self.W_I, self.W_F):
+            weight.zero_()
+        self.b_I.fill_(math.log(lr / (1.0 - lr)))
+        self.b_F.fill_(50.0)
+
+
+@dataclass
+class Trace:
+    """What happened during one run of the learner's T updates (for plots)."""
+
+    input_gate: torch.Tensor  # [T, tasks, P]
+    forget_gate: torch.Tensor  # [T, tasks, P]
+    train_loss: torch.Tensor  # [T, tasks]  L_t on D_train at theta_{t-1}
+
+
+def train_learner(
+    meta: MetaLearnerLSTM, x_support: torch.Tensor, y_support: torch.Tensor, updates: int, record: bool = False
+) -> tuple[torch.Tensor, Trace | None, list[torch.Tensor]]:
+    """Algorithm 1, lines 5-12: T updates of each task's learner on its D_train.
+
+    Args:
+        x_support: ``[tasks, n_way * k_shot, C, H, W]``; y_support: ``[tasks, n_way * k_shot]``.
+    Returns: theta_T ``[tasks, P]`` (differentiable w.r.t. Theta), the gate trace when
+        ``record``, and the list theta_0 .. theta_T (detached) when ``record``.
+    """
+    state = meta.start(x_support.shape[0])
+    gates_i, gates_f, losses, thetas = [], [], [], []
+    for _ in range(updates):
+        theta_const = state.theta.detach().requires_grad_(True)  # gradient and loss are inputs, not paths
+        with torch.enable_grad():
+            loss = meta.learner.task_losses(theta_const, x_support, y_support)  # [tasks]
+            (grad,) = torch.autograd.grad(loss.sum(), theta_const)  # [tasks, P]; tasks are independent
+        if record:
+            thetas.append(state.theta.detach())
+        state = meta.step(state, grad, loss.detach())
+        if record:
+            gates_i.append(state.input_gate.detach())
+            gates_f.append(state.forget_gate.detach())
+            losses.append(loss.detach())
+    if not record:
+        return state.theta, None, []
+    thetas.append(state.theta.detach())
+    trace = Trace(torch.stack(gates_i), torch.stack(gates_f), torch.stack(losses))
+    return state.theta, trace, thetas
+
+
+def query_logits(learner: ConvLearner, theta: torch.Tensor, episodes: Episodes) -> torch.Tensor:
+    """Scores of D_test under theta, batch-normalised with D_train's statistics: ``[tasks, n_query_total, n_way]``."""
+    n_s = episodes.x_support.shape[1]
+    x = torch.cat([episodes.x_support, episodes.x_query], dim=1)
+    return learner.logits(theta, x, n_stats=n_s)[:, n_s:]
+
+
+def meta_loss(meta: MetaLearnerLSTM, episodes: Episodes, updates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1, lines 5-15: the D_test loss of theta_T (mean over tasks) and its accuracy (%)."""
+    theta_T, _, _ = train_learner(meta, episodes.x_support, episodes.y_support, updates)
+    logits = query_logits(meta.learner, theta_T, episodes)  # [tasks, nq, n_way]
+    loss = F.cross_entropy(logits.flatten(0, 1), episodes.y_query.flatten())
+    acc = (logits.argmax(-1) == episodes.y_query).float().mean() * 100
+    return loss, acc.detach()
+
+
+def build(settings: Settings, device: str | torch.device = "cpu", seed: int = 0, image_size: int = 28) -> MetaLearnerLSTM:
+    """A learner and its meta-learner, initialised as the paper describes."""
+    learner = ConvLearner(settings.n_way, settings.filters, settings.blocks, image_size=image_size)
+    return MetaLearnerLSTM(learner, settings, torch.Generator().manual_seed(seed)).to(device)
+
+
+def make_step(meta: MetaLearnerLSTM, sampler, settings: Settings, optimizer: torch.optim.Optimizer):
+    """``step(i)`` for :func:`metaedu.training.train`: one meta-update on a meta-batch (algorithm 1, line 16)."""
+
+    def step(_i: int) -> dict:
+        episodes = sampler.sample(settings.meta_batch)
+        loss, acc = meta_loss(meta, episodes, settings.updates)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(meta.parameters(), settings.grad_clip)
+        optimizer.step()
+        return {"loss": loss.detach(), "acc": acc}
+
+    return step
+
+
+def meta_train(meta: MetaLearnerLSTM, sampler, settings: Settings, checkpoint=None, progress: bool = True):
+    """Meta-train Theta with Adam through the shared training loop; returns the History."""
+    from metaedu.training import train
+
+    optimizer = torch.optim.Adam(meta.parameters(), lr=settings.meta_lr)
+    step = make_step(meta, sampler, settings, optimizer)
+    state = {"meta": meta, "opt": optimizer, "sampler": sampler.generator}
+    return train(step, settings.meta_steps, state=state, checkpoint=checkpoint, progress=progress, desc="meta-learner LSTM")
+
+
+def predictor(meta: MetaLearnerLSTM, updates: int):
+    """``predict(episodes) -> logits`` for :func:`metaedu.evaluation.episode_accuracy`."""
+
+    def predict(episodes: Episodes) -> torch.Tensor:
+        theta_T, _, _ = train_learner(meta, episodes.x_support, episodes.y_support, updates)
+        return query_logits(meta.learner, theta_T, episodes)
+
+    return predict
+
+
+@torch.no_grad()
+def trace_episode(meta: MetaLearnerLSTM, episodes: Episodes, updates: int) -> dict:
+    """Gates and the learner's D_test accuracy after each update, for plots and the widget.
+
+    Returns a dict with ``input_gate``/``forget_gate`` ``[T, tasks, P]``, ``train_loss``
+    ``[T, tasks]`` and ``query_acc`` ``[T + 1, tasks]`` (% correct with theta_0 .. theta_T).
+    """
+    _, trace, thetas = train_learner(meta, episodes.x_support, episodes.y_support, updates, record=True)
+    accs = []
+    for theta in thetas:
+        pred = query_logits(meta.learner, theta, episodes).argmax(-1)
+        accs.append((pred == episodes.y_query).float().mean(1) * 100)
+    return {
+        "input_gate": trace.input_gate.cpu(),
+        "forget_gate": trace.forget_gate.cpu(),
+        "train_loss": trace.train_loss.cpu(),
+        "query_acc": torch.stack(accs).cpu(),
+        "layers": meta.learner.layers(),
+    }

@@ -1,0 +1,236 @@
+"""Meta-learner LSTM (Ravi & Larochelle 2017) and its baselines, checked against independent references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaedu.algorithms import baselines
+from metaedu.algorithms import meta_lstm as ml
+from metaedu.data.base import ClassImageSet
+from metaedu.nn.preprocess import preprocess
+from metaedu.tasks.episodes import EpisodeSampler
+
+torch.set_num_threads(1)
+
+
+def reference_net(learner: ml.ConvLearner) -> nn.Sequential:
+    """The learner written with ordinary torch layers (batch norm always on batch statistics)."""
+    layers: list[nn.Module] = []
+    c_in = learner.in_channels
+    for _ in range(learner.blocks):
+        layers += [
+            nn.Conv2d(c_in, learner.filters, 3, padding=1),
+            nn.BatchNorm2d(learner.filters, track_running_stats=False),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+        c_in = learner.filters
+    layers += [nn.Flatten(), nn.Linear(learner.feature_dim, learner.n_way)]
+    return nn.Sequential(*layers)
+
+
+def tiny_settings(**kw) -> ml.Settings:
+    base = dict(n_way=3, k_shot=2, n_query=2, filters=3, blocks=2, lstm_hidden=5, updates=3, meta_batch=2)
+    base.update(kw)
+    return ml.Settings(**base)
+
+
+def random_episode(tasks=2, n_way=3, k_shot=2, n_query=2, size=12, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.rand(tasks, n_way * k_shot, 1, size, size, generator=g, dtype=dtype)
+    xq = torch.rand(tasks, n_way * n_query, 1, size, size, generator=g, dtype=dtype)
+    ys = torch.arange(n_way).repeat_interleave(k_shot).expand(tasks, -1).contiguous()
+    yq = torch.arange(n_way).repeat_interleave(n_query).expand(tasks, -1).contiguous()
+    from metaedu.tasks.episodes import Episodes
+
+    return Episodes(xs, ys, xq, yq, torch.zeros(tasks, n_way, dtype=torch.long), n_way, k_shot, n_query)
+
+
+# --- the learner --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_way,filters,blocks,size", [(3, 3, 2, 12), (5, 4, 3, 16), (2, 2, 4, 28)])
+def test_learner_matches_torch_layers_for_any_size(n_way, filters, blocks, size):
+    learner = ml.ConvLearner(n_way, filters, blocks, image_size=size)
+    net = reference_net(learner)
+    assert learner.n_params == sum(p.numel() for p in net.parameters())
+    eps = random_episode(tasks=2, n_way=n_way, size=size)
+    thetas = torch.stack([learner.init(torch.Generator().manual_seed(s)) for s in (1, 2)])  # [2, P]
+    thetas[:, learner.offsets["head.bias"]] += 0.3  # make every part of theta matter
+    out = learner.logits(thetas, eps.x_support)
+    assert out.shape == (2, n_way * eps.k_shot, n_way)
+    for t in range(2):  # slow per-task loop with torch's own layers
+        torch.nn.utils.vector_to_parameters(thetas[t], net.parameters())
+        torch.testing.assert_close(out[t], net(eps.x_support[t]), rtol=1e-4, atol=1e-5)
+    layers = learner.layers()
+    assert len(layers) == blocks + 1
+    covered = sorted((sl.start, sl.stop) for sl in layers.values())
+    assert covered[0][0] == 0 and covered[-1][1] == learner.n_params
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))
+
+
+def test_query_uses_support_statistics_and_is_not_transductive():
+    learner = ml.ConvLearner(3, 3, 2, image_size=12)
+    eps = random_episode()
+    theta = learner.init(torch.Generator().manual_seed(0)).expand(2, -1)
+    q = ml.query_logits(learner, theta, eps)
+    # the support part alone equals ordinary batch norm on the support batch
+    s = learner.logits(theta, eps.x_support)
+    x = torch.cat([eps.x_support, eps.x_query], 1)
+    torch.testing.assert_close(learner.logits(theta, x, n_stats=eps.x_support.shape[1])[:, :6], s, rtol=1e-4, atol=1e-5)
+    # changing one query image changes its own scores only
+    eps.x_query[:, 0] = 1.0 - eps.x_query[:, 0]
+    q2 = ml.query_logits(learner, theta, eps)
+    torch.testing.assert_close(q2[:, 1:], q[:, 1:])
+    assert not torch.allclose(q2[:, 0], q[:, 0])
+
+
+# --- the meta-learner ---------------------------------------------------------------------
+
+
+def test_sgd_special_case_reproduces_torch_sgd():
+    """f_t = 1 and i_t = alpha turn the LSTM cell update into plain SGD (checked against torch.optim.SGD)."""
+    torch.manual_seed(0)
+    s = tiny_settings()
+    meta = ml.build(s, image_size=12).double()
+    alpha = 0.05
+    meta.set_sgd(alpha)
+    eps = random_episode(dtype=torch.float64)
+    theta_T, trace, _ = ml.train_learner(meta, eps.x_support, eps.y_support, updates=4, record=True)
+    assert torch.all(trace.forget_gate == 1.0)
+    torch.testing.assert_close(trace.input_gate, torch.full_like(trace.input_gate, alpha))
+    net = reference_net(meta.learner).double()
+    for t in range(eps.tasks):
+        torch.nn.utils.vector_to_parameters(meta.c0.detach().clone(), net.parameters())
+        opt = torch.optim.SGD(net.parameters(), lr=alpha)
+        for _ in range(4):
+            opt.zero_grad()
+            F.cross_entropy(net(eps.x_support[t]), eps.y_support[t]).backward()
+            opt.step()
+        torch.testing.assert_close(theta_T[t].detach(), torch.nn.utils.parameters_to_vector(net.parameters()))
+    # and the baseline's gradient descent is the same rule
+    torch.testing.assert_close(
+        baselines.sgd(meta.learner, meta.c0.detach(), eps.x_support, eps.y_support, alpha, 4), theta_T.detach()
+    )
+
+
+def test_gates_lie_strictly_between_zero_and_one_and_start_as_the_paper_says():
+    s = tiny_settings()
+    meta = ml.build(s, image_size=12, seed=3)
+    eps = random_episode()
+    eps.x_support = eps.x_support * 100.0  # large gradients and losses
+    _, trace, thetas = ml.train_learner(meta, eps.x_support, eps.y_support, updates=5, record=True)
+    for gate in (trace.input_gate, trace.forget_gate):
+        assert gate.shape == (5, 2, meta.learner.n_params)
+        assert torch.all(gate > 0) and torch.all(gate < 1)
+    assert trace.forget_gate.mean() > 0.95  # forget bias large: keep theta
+    assert trace.input_gate.mean() < 0.05  # input bias small: a small learning rate
+    assert len(thetas) == 6 and all(t.shape == (2, meta.learner.n_params) for t in thetas)
+
+
+def test_one_step_matches_the_lstm_equations_written_out():
+    """Equations (2)-(4) for one coordinate, by hand, against the batched implementation."""
+    s = tiny_settings(lstm_hidden=4)
+    meta = ml.build(s, image_size=12, seed=1)
+    P = meta.learner.n_params
+    state = meta.start(2)
+    grad = torch.randn(2, P) * 0.1
+    loss = torch.tensor([1.1, 0.7])
+    new = meta.step(state, grad, loss)
+    t, k = 1, 17  # one task, one coordinate
+    x = torch.cat([preprocess(grad[t, k]), preprocess(loss[t])])  # [4]
+    W_ih, W_hh, b_ih, b_hh = meta.lstm.weight_ih, meta.lstm.weight_hh, meta.lstm.bias_ih, meta.lstm.bias_hh
+    z = W_ih @ x + W_hh @ torch.zeros(4) + b_ih + b_hh
+    ig, fg, gg, og = z.chunk(4)
+    c = torch.sigmoid(ig) * torch.tanh(gg)  # previous cell is zero
+    h = torch.sigmoid(og) * torch.tanh(c)
+    theta_prev = meta.c0[k]
+    i = torch.sigmoid(meta.W_I @ torch.cat([h, theta_prev[None], torch.zeros(1)]) + meta.b_I)
+    f = torch.sigmoid(meta.W_F @ torch.cat([h, theta_prev[None], torch.zeros(1)]) + meta.b_F)
+    torch.testing.assert_close(new.input_gate[t, k], i)
+    torch.testing.assert_close(new.forget_gate[t, k], f)
+    torch.testing.assert_close(new.theta[t, k], f * theta_prev - i * grad[t, k])
+
+
+def test_meta_gradient_of_an_update_matches_finite_differences():
+    s = tiny_settings(lstm_hidden=3, filters=2)
+    meta = ml.build(s, image_size=12, seed=2).double()
+    P = meta.learner.n_params
+    grads = [torch.randn(2, P, dtype=torch.float64) * 0.1 for _ in range(2)]
+    losses = [torch.tensor([1.2, 0.9], dtype=torch.float64), torch.tensor([0.8, 1.5], dtype=torch.float64)]
+    weights = torch.randn(2, P, dtype=torch.float64)
+
+    def objective(W_I, W_F, b_I, c0):
+        zeros = torch.zeros(2, P, dtype=c0.dtype)
+        state = ml.CellState(c0.expand(2, P), zeros, zeros, torch.zeros(2 * P, 3, dtype=c0.dtype), torch.zeros(2 * P, 3, dtype=c0.dtype))
+        for g, l in zip(grads, losses):  # two updates: theta_2 depends on Theta through both
+            state = torch.func.functional_call(meta, {"W_I": W_I, "W_F": W_F, "b_I": b_I}, (state, g, l))
+        return (state.theta * weights).sum()
+
+    inputs = tuple(p.detach().clone().requires_grad_(True) for p in (meta.W_I, meta.W_F, meta.b_I, meta.c0))
+    assert torch.autograd.gradcheck(objective, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_bad_inputs_are_named():
+    learner = ml.ConvLearner(3, 3, 2, image_size=12)
+    with pytest.raises(ValueError, match="theta must be"):
+        learner.logits(torch.zeros(2, 5), torch.zeros(2, 4, 1, 12, 12))
+    with pytest.raises(ValueError, match="expects 1x12x12"):
+        learner.logits(torch.zeros(2, learner.n_params), torch.zeros(2, 4, 1, 28, 28))
+    with pytest.raises(ValueError, match="halve"):
+        ml.ConvLearner(3, 3, blocks=5, image_size=16)
+    with pytest.raises(ValueError, match="n_way"):
+        ml.ConvLearner(0)
+    meta = ml.build(tiny_settings(), image_size=12)
+    with pytest.raises(ValueError, match="learning rate"):
+        meta.set_sgd(1.5)
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def tiny_class_set(n_classes=30, per_class=6, size=12, seed=0) -> ClassImageSet:
+    """Classes = random 12 x 12 binary patterns, images = a pattern plus noise: a tiny, learnable family."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = (torch.rand(n_classes, 1, 1, size, size, generator=g) > 0.5).float()
+    images = (patterns + 0.3 * torch.randn(n_classes, per_class, 1, size, size, generator=g)).clamp(0, 1)
+    targets = torch.arange(n_classes).repeat_interleave(per_class)
+    return ClassImageSet(images.flatten(0, 1), targets, [f"c{i}" for i in range(n_classes)], name="tiny patterns")
+
+
+def test_meta_training_lowers_the_meta_loss_on_a_tiny_problem():
+    s = tiny_settings(filters=4, meta_steps=40, meta_lr=0.01, updates=3)
+    meta = ml.build(s, image_size=12, seed=0)
+    data = tiny_class_set()
+    fixed = EpisodeSampler(data, s.n_way, s.k_shot, s.n_query, seed=123).sample(16)  # the same episodes before and after
+    with torch.no_grad():
+        before, _ = ml.meta_loss(meta, fixed, s.updates)
+    history = ml.meta_train(meta, EpisodeSampler(data, s.n_way, s.k_shot, s.n_query, seed=0), s, progress=False)
+    with torch.no_grad():
+        after, _ = ml.meta_loss(meta, fixed, s.updates)
+    assert len(history["loss"]) == s.meta_steps
+    assert float(after) < 0.7 * float(before), (float(before), float(after))
+
+
+def test_trace_episode_reports_accuracy_per_update():
+    s = tiny_settings(filters=3, updates=2)
+    meta = ml.build(s, image_size=12)
+    eps = EpisodeSampler(tiny_class_set(), 3, 2, 2, seed=0).sample(2)
+    tr = ml.trace_episode(meta, eps, s.updates)
+    assert tr["query_acc"].shape == (3, 2) and tr["train_loss"].shape == (2, 2)
+    assert torch.all((tr["query_acc"] >= 0) & (tr["query_acc"] <= 100))
+    direct = (ml.predictor(meta, s.updates)(eps).argmax(-1) == eps.y_query).float().mean(1) * 100
+    torch.testing.assert_close(tr["query_acc"][-1], direct)
+
+
+def test_nearest_neighbour_labels_copies_of_the_support_correctly():
+    learner = ml.ConvLearner(3, 3, 2, image_size=12)
+    theta = learner.init(torch.Generator().manual_seed(0))
+    eps = random_episode(k_shot=2, n_query=2)
+    eps.x_query = eps.x_support.clone()  # every query is a support image
+    eps.y_query = eps.y_support.clone()
+    pred = baselines.nearest_neighbour_predictor(learner, theta)(eps)
+    assert torch.equal(pred, eps.y_query)
