@@ -1,0 +1,121 @@
+"""Plots of the meta-learner LSTM's gates (Ravi & Larochelle 2017, figure of gate values).
+
+Inputs come from :func:`metaedu.algorithms.meta_lstm.trace_episode`: gate tensors
+``[T, tasks, P]`` (update step, episode, learner coordinate) and ``layers``, the
+coordinate range of each layer of the learner. These functions only draw.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from metaedu.viz.style import COLORS, CYCLE
+
+
+def _layer_values(gate: torch.Tensor, sl: slice) -> np.ndarray:
+    """``[T, tasks, P]`` -> ``[T, tasks * layer_size]`` values of one layer at each step."""
+    return gate[:, :, sl].reshape(gate.shape[0], -1).float().numpy()
+
+
+def plot_gates(gate: torch.Tensor, layers: dict[str, slice], name: str = "forget gate", n_lines: int = 25,
+               axes=None, title: str | None = None, seed: int = 0):
+    """One panel per learner layer: a gate's values across the T update steps.
+
+    Thin lines follow ``n_lines`` randomly chosen coordinates of the first episode; the bold
+    line is the mean over all coordinates and episodes, the band the 5-95% range.
+    """
+    if gate.dim() != 3:
+        raise ValueError(f"gate must be [T, tasks, P], got shape {tuple(gate.shape)}")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(layers), figsize=(2.6 * len(layers), 2.8), sharey=True, squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    steps = np.arange(1, gate.shape[0] + 1)
+    rng = np.random.default_rng(seed)
+    for ax, (layer, sl) in zip(axes, layers.items()):
+        values = _layer_values(gate, sl)  # [T, n]
+        first = gate[:, 0, sl].float().numpy()  # [T, layer_size]
+        pick = rng.choice(first.shape[1], size=min(n_lines, first.shape[1]), replace=False)
+        ax.plot(steps, first[:, pick], color=COLORS["paper"], lw=0.6, alpha=0.6)
+        lo, hi = np.percentile(values, [5, 95], axis=1)
+        ax.fill_between(steps, lo, hi, color=COLORS["ours"], alpha=0.2, lw=0)
+        ax.plot(steps, values.mean(1), color=COLORS["ours"], lw=2.4)
+        ax.set_title(layer, fontsize=12)
+        ax.set_xlabel("update t")
+        ax.set_xticks(steps if len(steps) <= 12 else steps[:: max(1, len(steps) // 6)])
+    axes[0].set_ylabel(name)
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def gate_figure(traces: dict[str, dict], title: str | None = None):
+    """The paper's four panels in one figure: rows = (setting, gate), columns = learner layers.
+
+    ``traces`` maps a setting name ("1-shot", "5-shot") to a ``trace_episode`` result.
+    """
+    rows = [(setting, key) for setting in traces for key in ("forget_gate", "input_gate")]
+    layers = next(iter(traces.values()))["layers"]
+    fig, axes = plt.subplots(len(rows), len(layers), figsize=(2.5 * len(layers), 2.3 * len(rows)), squeeze=False)
+    for r, (setting, key) in enumerate(rows):
+        label = f"{setting}\n{key.replace('_', ' ')}"
+        plot_gates(traces[setting][key], layers, name=label, axes=axes[r])
+        if key == "forget_gate":
+            for ax in axes[r]:
+                ax.set_xlabel("")
+    if title:
+        fig.suptitle(title, fontsize=14)
+    fig.tight_layout()
+    return fig
+
+
+def episode_step_figure(trace: dict, step: int, task: int = 0):
+    """The state of one episode after ``step`` updates: gates per layer, and the learner's accuracy so far.
+
+    Left: each layer's input and forget gate values at update ``step`` (median with the 5-95% range).
+    Right: D_test accuracy of theta_0 .. theta_T with the current step marked, and the D_train loss.
+    """
+    T = trace["input_gate"].shape[0]
+    if not 0 <= step <= T:
+        raise ValueError(f"step must lie in 0..{T}, got {step}")
+    layers = trace["layers"]
+    fig, (ax_g, ax_a) = plt.subplots(1, 2, figsize=(11, 4.0), gridspec_kw={"width_ratios": [1.2, 1]})
+    x = np.arange(len(layers))
+    if step == 0:
+        ax_g.text(0.5, 0.5, "theta_0 = c_0\n(no update yet)", ha="center", va="center", transform=ax_g.transAxes)
+    else:
+        for j, (key, color, label) in enumerate(
+            (("input_gate", CYCLE[1], "input gate i_t"), ("forget_gate", CYCLE[0], "forget gate f_t"))
+        ):
+            g = trace[key][step - 1, task]  # [P]
+            vals = [g[sl].float().numpy() for sl in layers.values()]
+            med = np.array([np.median(v) for v in vals])
+            lo = np.array([np.percentile(v, 5) for v in vals])
+            hi = np.array([np.percentile(v, 95) for v in vals])
+            pos = x + (j - 0.5) * 0.35
+            ax_g.bar(pos, med, width=0.33, color=color, label=label, alpha=0.85)
+            ax_g.errorbar(pos, med, yerr=[med - lo, hi - med], fmt="none", ecolor="#333333", capsize=3, lw=1)
+        ax_g.set_yscale("log")
+        ax_g.set_ylim(1e-3, 1.5)
+        ax_g.legend(loc="lower right", fontsize=10)
+    ax_g.set_xticks(x)
+    ax_g.set_xticklabels(list(layers), rotation=20)
+    ax_g.set_title(f"gates at update t = {step}")
+    acc = trace["query_acc"][:, task].numpy()
+    steps = np.arange(len(acc))
+    ax_a.plot(steps, acc, marker="o", color=COLORS["ours"], label="D_test accuracy (%)")
+    ax_a.axvline(step, color=COLORS["support"], lw=1.5, ls="--")
+    ax_a.set_ylim(0, 105)
+    ax_a.set_xlabel("update t")
+    ax_a.set_ylabel("accuracy (%)")
+    ax_l = ax_a.twinx()
+    ax_l.plot(steps[:-1], trace["train_loss"][:, task].numpy(), color=COLORS["baseline"], marker="s", ms=4,
+              label="D_train loss L_t")
+    ax_l.set_ylabel("D_train loss", color=COLORS["baseline"])
+    ax_l.grid(False)
+    ax_a.set_title(f"episode {task}: accuracy {acc[step]:.0f}% after {step} updates")
+    fig.tight_layout()
+    return fig
