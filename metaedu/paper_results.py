@@ -31,6 +31,18 @@ PAPER: dict[tuple[str, str, str], str] = {
     ("Prototypical Networks", "Omniglot", "5-way 5-shot"): "99.7",
     ("Prototypical Networks", "Omniglot", "20-way 1-shot"): "96.0",
     ("Prototypical Networks", "Omniglot", "20-way 5-shot"): "98.9",
+    ("Prototypical Networks", "CUB", "50-way 0-shot"): "54.6",
+    # Vinyals et al. 2016, Omniglot (cosine, no fine-tuning); their conv Siamese baseline
+    ("Matching Networks", "Omniglot", "5-way 1-shot"): "98.1",
+    ("Matching Networks", "Omniglot", "5-way 5-shot"): "98.9",
+    ("Matching Networks", "Omniglot", "20-way 1-shot"): "93.8",
+    ("Matching Networks", "Omniglot", "20-way 5-shot"): "98.5",
+    ("Convolutional Siamese Net (Vinyals)", "Omniglot", "5-way 1-shot"): "96.7",
+    ("Convolutional Siamese Net (Vinyals)", "Omniglot", "5-way 5-shot"): "98.4",
+    ("Convolutional Siamese Net (Vinyals)", "Omniglot", "20-way 1-shot"): "88.0",
+    ("Convolutional Siamese Net (Vinyals)", "Omniglot", "20-way 5-shot"): "96.5",
+    # Koch et al. 2015: Omniglot verification accuracy (30k to 150k training pairs, with and without distortions)
+    ("Convolutional Siamese Net", "Omniglot", "verification"): "90.61–93.42",
     # Finn et al. 2017 (MAML)
     ("MAML", "Omniglot", "5-way 1-shot"): "98.7 ± 0.4",
     ("MAML", "Omniglot", "5-way 5-shot"): "99.9 ± 0.1",
