@@ -155,6 +155,21 @@ def _needs_browser() -> str:
     return chromium
 
 
+def test_missing_browser_skips_here_but_fails_in_ci(monkeypatch):
+    import browser_helpers
+
+    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium"):
+        _needs_browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run them"):
+        _needs_browser()
+    # and where it is installed, the helper finds it
+    monkeypatch.setenv("METAEDU_CHROMIUM", sys.executable)
+    assert browser_helpers.find_chromium() == sys.executable
+
+
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
     """One JupyterLab and one Chromium for the module; both stopped at the end, also after a failure."""
