@@ -80,15 +80,18 @@ def show_episode(x_support, y_support, x_query, y_query, n_way: int, max_query: 
             ax = axes[label, j]
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.grid(False)
             if j < len(sup):
                 ax.imshow(_as_numpy(sup[j]), cmap="gray_r", vmin=0, vmax=1)
                 for spine in ax.spines.values():
+                    spine.set_visible(True)
                     spine.set_edgecolor("#c0392b")
                     spine.set_linewidth(2)
             elif j - k_shot < len(qi):
                 q = qi[j - k_shot]
                 ax.imshow(_as_numpy(x_query[q]), cmap="gray_r", vmin=0, vmax=1)
                 for spine in ax.spines.values():
+                    spine.set_visible(True)
                     spine.set_edgecolor("#2c7a3f")
                     spine.set_linewidth(2)
                 if predictions is not None:
