@@ -34,8 +34,10 @@ class Settings:
     pretrain_steps: int = 300  # Adam steps of whole-set classification
     batch_size: int = 64  # images per pre-training step
     pretrain_lr: float = 3e-3  # Adam learning rate for pre-training
-    finetune_steps: int = 20  # gradient steps on D_train per test episode
-    finetune_lr: float = 0.1  # their step size
+    finetune_steps: int = 30  # gradient steps on D_train per test episode (see the note below)
+    finetune_lr: float = 0.3  # their step size
+    # finetune_steps and finetune_lr: the best of lr in {0.03, 0.1, 0.3} x steps in {10, 30}, measured
+    # on 5-way glyph test episodes with an 8-filter learner -- a choice that favours the baseline.
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -43,7 +45,7 @@ class Settings:
 
     @classmethod
     def full(cls) -> "Settings":
-        return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_steps=50, finetune_lr=0.05)
+        return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3)
 
 
 def pretrain(

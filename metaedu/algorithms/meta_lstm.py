@@ -66,18 +66,18 @@ class Settings:
     n_way: int = 5  # classes per episode
     k_shot: int = 5  # D_train images per class
     n_query: int = 5  # D_test images per class while meta-training
-    filters: int = 16  # conv filters in each block of the learner (32 in the paper)
+    filters: int = 8  # conv filters in each block of the learner (32 in the paper)
     blocks: int = 4  # conv blocks of the learner (4 in the paper)
     lstm_hidden: int = 20  # hidden size of the first, ordinary LSTM (20 in the paper)
     updates: int = 8  # T: learner updates per episode
     meta_batch: int = 4  # episodes per meta-update
-    meta_steps: int = 300  # meta-updates
-    meta_lr: float = 3e-3  # Adam learning rate for Theta (1e-3 in the paper)
+    meta_steps: int = 120  # meta-updates
+    meta_lr: float = 1e-2  # Adam learning rate for Theta (1e-3 in the paper)
     grad_clip: float = 0.25  # meta-gradient norm clip (the paper's 0.25)
     forget_bias: tuple[float, float] = (4.0, 6.0)  # b_F drawn uniformly in this range
     input_bias: tuple[float, float] = (-5.0, -4.0)  # b_I drawn uniformly in this range
     weight_scale: float = 0.01  # other meta-learner weights uniform in +-this
-    eval_episodes: int = 200  # test episodes for the 95% interval (600 in the paper)
+    eval_episodes: int = 100  # test episodes for the 95% interval (600 in the paper)
 
     @classmethod
     def quick(cls) -> "Settings":
