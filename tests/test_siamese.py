@@ -93,3 +93,16 @@ def test_verification_and_one_shot_beat_chance(trained, glyphs):
     assert score.mean - score.ci95 > 30.0  # chance is 20%
     eps = EpisodeSampler(data, 5, 2, 3, seed=1).sample(2)
     assert siamese.predict(model, eps).shape == (2, 15, 5)
+
+
+def test_roc_auc_is_the_chance_a_same_pair_outscores_a_different_one():
+    from metaedu.viz.metric import roc_curve
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.rand(40, generator=g)
+    y = (torch.rand(40, generator=g) < 0.5).float()
+    fpr, tpr, auc = roc_curve(p, y)
+    pos, neg = p[y == 1], p[y == 0]
+    pairwise = (pos[:, None] > neg[None, :]).float().mean().item()  # Mann-Whitney, no ties
+    assert auc == pytest.approx(pairwise, abs=1e-6)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1

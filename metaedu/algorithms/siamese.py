@@ -216,6 +216,11 @@ def verification_accuracy(model: SiameseNet, data: ClassImageSet, n_pairs: int |
                           device: str | torch.device = "cpu", seed: int = 0) -> Score:
     """Share (%) of test pairs judged right at p = 0.5, with its 95% interval over pairs."""
     p, y = verification_scores(model, data, n_pairs, device, seed)
+    return accuracy_of_scores(p, y)
+
+
+def accuracy_of_scores(p: torch.Tensor, y: torch.Tensor) -> Score:
+    """Share (%) of pairs with p(same) on the right side of 0.5, with its 95% interval over pairs."""
     return mean_ci(((p > 0.5).float() == y).float() * 100)
 
 
