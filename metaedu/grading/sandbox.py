@@ -47,6 +47,7 @@ from pathlib import Path
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MS_MOVE = 8192
+PR_SET_PDEATHSIG = 1
 UID_BASE = 61000
 TIMEOUT_CODE = 124  # the supervisor's exit code when the stage ran out of time
 MAX_OUTPUT_BYTES = 32 * 2**20  # what is copied back from a sandbox, in all
@@ -407,14 +408,16 @@ def _write_socket_guard(folder: str) -> None:
 
 def _jail(config_path: str) -> int:
     cfg = json.loads(Path(config_path).read_text())
+    libc = _libc()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the grader dies, so does the sandbox
     if cfg["mode"] != "namespaces":
         return _supervise(cfg, namespaced=False)
-    libc = _libc()
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID), "unshare")
     pid = os.fork()  # the child is pid 1 of the new pid namespace
     if pid == 0:
         code = 70
         try:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             code = _supervise(cfg, namespaced=True)
         except BaseException as err:  # noqa: BLE001
             sys.stderr.write(f"sandbox: supervisor failed: {err!r}\n")

@@ -6,12 +6,20 @@ sandbox, so the grader uses it only to explain what happened, never to score.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+
+
+REPORT, REPORT_BYTES = "out/stage_a.json", 4096
 
 
 def main() -> int:
     params = json.load(open("params.json"))
+    # reserve the report's space first: a notebook that fills the disk must not silence it
+    with open(REPORT, "wb") as fh:
+        fh.write(b" " * REPORT_BYTES)
     status, reason = "ok", ""
     try:
         import papermill
@@ -20,7 +28,8 @@ def main() -> int:
 
         try:
             papermill.execute_notebook(
-                "submission.ipynb", "executed.ipynb", parameters=params["parameters"], kernel_name=params["kernel"],
+                "submission.ipynb", os.devnull,  # outputs are not kept: the grader never trusts them
+                parameters=params["parameters"], kernel_name=params["kernel"],
                 execution_timeout=params["cell_timeout_s"], progress_bar=False, request_save_on_cell_execute=False,
                 start_timeout=120, cwd=".",
             )
@@ -33,10 +42,19 @@ def main() -> int:
             status, reason = "kernel_died", f"the kernel died: {err}"
     except MemoryError:
         status, reason = "oom", "out of memory while running the notebook"
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EFBIG):
+            status, reason = "harness_error", f"{err.__class__.__name__}: {err}"
+        else:  # the notebook filled its disk or wrote a file over the size limit
+            status, reason = "cell_error", f"the notebook filled the disk: {err}"
     except BaseException as err:  # noqa: BLE001 - reported, never raised past the sandbox
         status, reason = "harness_error", f"{err.__class__.__name__}: {err}"
-    with open("out/stage_a.json", "w") as fh:
-        json.dump({"status": status, "reason": reason[:2000]}, fh)
+    text = json.dumps({"status": status, "reason": reason[:1000]}, ensure_ascii=True).encode()
+    fd = os.open(REPORT, os.O_WRONLY)  # overwrite the reserved bytes in place (no new blocks needed)
+    try:
+        os.pwrite(fd, text.ljust(REPORT_BYTES)[:REPORT_BYTES], 0)
+    finally:
+        os.close(fd)
     return 0
 
 

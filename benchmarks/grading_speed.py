@@ -1,0 +1,73 @@
+"""Grading speed: 30 copies of one correct submission, graded with 1 and with 2 jobs.
+
+Prints wall-clock seconds per submission for each job count and the CPU seconds the whole
+grading took (the grader and every sandboxed process it waited for).
+
+    python benchmarks/grading_speed.py [--assignment episodes_protonet] [--copies 30] [--jobs 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from metaedu.grading import grader
+from metaedu.grading import notebook as nbtools
+from metaedu.grading.spec import load
+
+
+def correct_submission(name: str) -> bytes:
+    """The student version with every answer cell filled in from the solution."""
+    solution = nbtools.read(load(name).solution)
+    answers = {f"answer-{nbtools.meta(c)['exercise']}": c.source for c in solution.cells if "answer" in nbtools.tags(c)}
+    student = nbtools.student_version(solution)
+    for cell in student.cells:
+        if cell["id"] in answers:
+            cell.source = answers[cell["id"]]
+    return nbformat.writes(student).encode()
+
+
+def cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assignment", default="episodes_protonet")
+    parser.add_argument("--copies", type=int, default=30)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="metaedu-bench-"))
+    submissions = work / "submissions"
+    submissions.mkdir()
+    raw = correct_submission(args.assignment)
+    for i in range(args.copies):
+        (submissions / f"student{i:02d}.ipynb").write_bytes(raw)
+    rows = []
+    for jobs in args.jobs:
+        start, cpu0 = time.perf_counter(), cpu_seconds()
+        results = grader.grade_folder(submissions, args.assignment, work / f"out{jobs}", grader.Settings(jobs=jobs))
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+        statuses = {r["status"] for r in results}
+        full = all(r["score"] == r["max_score"] for r in results)
+        rows.append({"jobs": jobs, "copies": args.copies, "wall_s_per_submission": round(wall / args.copies, 2),
+                     "cpu_s_per_submission": round(cpu / args.copies, 2), "statuses": sorted(statuses), "all_full_marks": full})
+        print(json.dumps(rows[-1]), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"{'jobs':>4}  {'wall s / submission':>20}  {'CPU s / submission':>19}")
+    for row in rows:
+        print(f"{row['jobs']:>4}  {row['wall_s_per_submission']:>20}  {row['cpu_s_per_submission']:>19}")
+    return 0 if all(r["all_full_marks"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
