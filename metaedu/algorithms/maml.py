@@ -92,7 +92,7 @@ class SinusoidSettings:
 
     @classmethod
     def quick(cls) -> "SinusoidSettings":
-        return cls(steps=2500, pretrain_steps=2500, outer_lr=0.003, eval_tasks=400)
+        return cls(steps=2000, pretrain_steps=1000, outer_lr=0.003, eval_tasks=300)
 
     @classmethod
     def full(cls) -> "SinusoidSettings":
@@ -120,7 +120,7 @@ class GlyphSettings:
 
     @classmethod
     def quick(cls) -> "GlyphSettings":
-        return cls(hidden=32, n_query=5, meta_batch=8, steps=300, outer_lr=0.003, eval_episodes=300)
+        return cls(hidden=16, n_query=5, meta_batch=8, steps=200, outer_lr=0.005, eval_episodes=300)
 
     @classmethod
     def full(cls) -> "GlyphSettings":
@@ -131,8 +131,8 @@ class GlyphSettings:
         """The paper's 20-way setting (alpha 0.1, 5 inner steps, 16 episodes per batch), scaled down in quick mode."""
         if mode == "full":
             return cls(n_way=20, inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
-        return cls(n_way=20, hidden=32, n_query=2, inner_lr=0.1, inner_steps=1, test_inner_steps=5,
-                   meta_batch=4, steps=200, outer_lr=0.003, eval_episodes=200)
+        return cls(n_way=20, hidden=16, n_query=2, inner_lr=0.1, inner_steps=1, test_inner_steps=5,
+                   meta_batch=4, steps=120, outer_lr=0.005, eval_episodes=100)
 
 
 # ----------------------------------------------------------------------------- the learner
