@@ -1,0 +1,517 @@
+"""Learned optimizers: Andrychowicz et al. (2016), "Learning to learn by gradient descent by gradient descent".
+
+An *optimizer* m with parameters phi (here: a small LSTM) replaces a hand-designed
+update rule for an *optimizee* f with parameters theta. In the paper's order:
+
+1. Update rule (eq. 1):          theta_{t+1} = theta_t + g_t
+2. The optimizer is recurrent:   [g_t, h_{t+1}] = m(grad_t, h_t, phi),  grad_t = grad_theta f(theta_t)
+3. Meta-loss over a horizon T:   L(phi) = E_f [ sum_{t=1..T} w_t f(theta_t) ]   (w_t = 1 in the paper)
+4. L is minimised by Adam on phi, backpropagating through the unrolled run. The paper
+   drops the second derivatives that flow through grad_t (the dashed edges of its
+   computational graph): grad_t is treated as an input, so no Hessian of f is needed.
+5. Coordinatewise LSTM: one two-layer LSTM (20 units per layer) with *shared* phi is
+   applied to every coordinate of theta separately, each with its own hidden state,
+   so the same optimizer works for any number of parameters (coordinates are a batch).
+6. Gradient preprocessing (appendix A): x -> (log|x|/p, sgn x) if |x| >= e^-p else
+   (-1, e^p x), p = 10 (:func:`metaedu.nn.preprocess.preprocess`, shared with lecture 02).
+7. Long runs (100 steps) are trained by truncated backpropagation through time: the run
+   is cut into segments of 20 steps; each segment gives one Adam step on phi, and theta
+   and the LSTM state are carried over (detached) to the next segment.
+
+Symbols -> names: phi = the parameters of :class:`CoordinatewiseLSTM`; m = its ``forward``;
+h_t = ``state``; g_t = ``update``; grad_t = ``grad``; T = ``Settings.horizon``;
+the truncation length = ``Settings.unroll``; w_t = ``weights``; p = ``Settings.p``;
+dropping second derivatives = ``Settings.second_order=False``.
+
+Optimizees are *runs*: a batch of functions, each a pure function of a flat parameter
+vector, with ``theta0`` ``[tasks, n_params]`` and ``loss(theta, t)`` -> ``[tasks]``
+(``t`` selects the mini-batch of step t). :class:`QuadraticProblem` draws the paper's
+random 10-d quadratics ||W theta - y||^2; :class:`MLPProblem` draws runs of a small MLP
+classifier on scikit-learn's handwritten digits (standing in for MNIST).
+
+Hand-designed baselines (SGD, NAG, RMSprop, Adam) are PyTorch's own optimizers applied
+to the whole batch ``theta`` ``[tasks, n]`` at once; all four are coordinatewise, so the
+functions of a batch do not interact. Their learning rates are tuned by a grid on
+training functions (:func:`tune_baselines`), as in the paper.
+
+Example::
+
+    s = Settings.quick()
+    problem = QuadraticProblem(seed=0)
+    opt = CoordinatewiseLSTM.from_settings(s)
+    history = meta_train(opt, problem, s, episodes=s.quad_episodes, meta_batch=s.quad_meta_batch)
+    losses = optimize_learned(opt, QuadraticProblem(seed=1).sample(100, s.horizon), s.horizon)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from metaedu.nn.preprocess import P, preprocess
+from metaedu.tasks.regression import Quadratics, QuadraticTasks
+from metaedu.training import History, train
+
+#: Names of the hand-designed baselines, in the paper's order of its figures.
+BASELINES = ("SGD", "NAG", "RMSprop", "Adam")
+
+
+@dataclass
+class Settings:
+    """Hyper-parameters of the learned optimizer and of the lecture's experiments."""
+
+    hidden: int = 20  # LSTM units per layer (paper: 20)
+    layers: int = 2  # stacked LSTM layers (paper: 2)
+    preprocess: bool = True  # feed (log|g|/p, sgn g) instead of the raw gradient
+    p: float = P  # preprocessing constant p (paper: 10)
+    output_scale: float = 0.1  # the LSTM's output is multiplied by this to give g_t
+    horizon: int = 100  # T: steps of one optimizee run (paper: 100)
+    unroll: int = 20  # truncated BPTT: steps per meta-update (paper: 20)
+    second_order: bool = False  # keep d grad_t / d phi (paper drops it: False)
+    log_loss: bool = False  # meta-loss on log f(theta_t) instead of f(theta_t) (paper: f)
+    meta_lr: float = 1e-3  # Adam learning rate on phi (decayed to zero on a cosine over training)
+    clip_grad: float = 1.0  # max norm of the meta-gradient (None: no clipping)
+    quad_dim: int = 10  # dimension of the quadratics (paper: 10)
+    quad_init_std: float = 0.01  # theta_0 ~ N(0, std^2) for quadratics
+    quad_episodes: int = 100  # quadratic runs used for meta-training
+    quad_meta_batch: int = 128  # quadratics optimised together per run
+    quad_test: int = 200  # held-out quadratics for the test curves
+    mlp_hidden: tuple[int, ...] = (20,)  # hidden layer sizes of the digits MLP (paper: one of 20)
+    mlp_activation: str = "sigmoid"  # activation of the digits MLP (paper: sigmoid)
+    mlp_batch: int = 128  # mini-batch size of the optimizee (paper: 128)
+    mlp_episodes: int = 40  # MLP runs used for meta-training
+    mlp_meta_batch: int = 4  # MLP runs optimised together per run
+    mlp_test: int = 32  # held-out MLP runs per test curve
+    mlp_tune: int = 16  # training MLP runs used to tune a baseline's learning rate
+    tune_functions: int = 64  # training quadratics used to tune a baseline's learning rate
+    lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)  # baselines' learning rates tried
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        """A laptop CPU: a training cell in well under a minute."""
+        return cls(meta_lr=3e-2, quad_episodes=60, quad_meta_batch=128, quad_test=200,
+                   mlp_episodes=12, mlp_meta_batch=2, mlp_test=12, mlp_tune=6, tune_functions=32)
+
+    @classmethod
+    def full(cls) -> "Settings":
+        """A GPU, the paper's scale (its Adam learning rate was found by random search)."""
+        return cls(meta_lr=1e-2, quad_episodes=2000, quad_meta_batch=128, quad_test=1000,
+                   mlp_episodes=2000, mlp_meta_batch=16, mlp_test=128, mlp_tune=64, tune_functions=256,
+                   lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0))
+
+
+# ---------------------------------------------------------------------------
+# The coordinatewise LSTM optimizer m(grad_t, h_t, phi)
+# ---------------------------------------------------------------------------
+
+State = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, c), each [n_coords, hidden]
+
+
+class CoordinatewiseLSTM(nn.Module):
+    """A stacked LSTM applied to each coordinate of theta separately, with shared weights.
+
+    Args:
+        hidden: units per LSTM layer (20 in the paper).
+        layers: number of stacked LSTM layers (2 in the paper).
+        use_preprocess: feed the two preprocessed numbers of appendix A instead of the raw gradient.
+        p: the preprocessing constant.
+        output_scale: the linear read-out is multiplied by this to give the update g_t.
+    Shapes: ``forward(grad [*shape], state)`` -> ``(update [*shape], new state)``; the state holds
+    one (h, c) pair ``[n_coords, hidden]`` per layer, ``n_coords = grad.numel()``.
+    """
+
+    def __init__(self, hidden: int = 20, layers: int = 2, use_preprocess: bool = True, p: float = P,
+                 output_scale: float = 0.1) -> None:
+        super().__init__()
+        if hidden < 1 or layers < 1:
+            raise ValueError(f"need hidden >= 1 and layers >= 1, got hidden={hidden}, layers={layers}")
+        self.hidden, self.layers = hidden, layers
+        self.use_preprocess, self.p, self.output_scale = use_preprocess, p, output_scale
+        in_features = 2 if use_preprocess else 1
+        self.cells = nn.ModuleList(
+            [nn.LSTMCell(in_features if i == 0 else hidden, hidden) for i in range(layers)]
+        )
+        self.readout = nn.Linear(hidden, 1)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "CoordinatewiseLSTM":
+        return cls(s.hidden, s.layers, s.preprocess, s.p, s.output_scale)
+
+    def init_state(self, n_coords: int) -> State:
+        """Zero hidden and cell states for ``n_coords`` coordinates (on phi's device and dtype)."""
+        if n_coords < 1:
+            raise ValueError(f"the optimizee needs at least one parameter, got {n_coords}")
+        w = self.readout.weight
+        zeros = lambda: torch.zeros(n_coords, self.hidden, device=w.device, dtype=w.dtype)  # noqa: E731
+        return [(zeros(), zeros()) for _ in range(self.layers)]
+
+    def forward(self, grad: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        flat = grad.reshape(-1, 1)  # [n_coords, 1]: each coordinate is one row of the batch
+        if state is None:
+            state = self.init_state(flat.shape[0])
+        if state[0][0].shape[0] != flat.shape[0]:
+            raise ValueError(
+                f"the LSTM state is for {state[0][0].shape[0]} coordinates but the gradient has {flat.shape[0]}"
+            )
+        x = preprocess(flat[:, 0], self.p) if self.use_preprocess else flat  # [n_coords, 2] or [n_coords, 1]
+        new_state: State = []
+        for cell, (h, c) in zip(self.cells, state):
+            h, c = cell(x, (h, c))  # [n_coords, hidden]
+            new_state.append((h, c))
+            x = h
+        update = self.output_scale * self.readout(x)  # [n_coords, 1]
+        return update.reshape(grad.shape), new_state
+
+
+def detach_state(state: State) -> State:
+    return [(h.detach(), c.detach()) for h, c in state]
+
+
+# ---------------------------------------------------------------------------
+# Optimizees: batches of functions of a flat parameter vector
+# ---------------------------------------------------------------------------
+
+
+class Run(Protocol):
+    """A batch of optimizee functions, each run from its own starting point."""
+
+    theta0: torch.Tensor  # [tasks, n_params]
+
+    def loss(self, theta: torch.Tensor, t: int) -> torch.Tensor:  # [tasks, n_params] -> [tasks]
+        ...
+
+
+@dataclass
+class QuadraticRun:
+    """Quadratics f(theta) = ||W theta - y||^2 started at ``theta0`` (``t`` is ignored)."""
+
+    functions: Quadratics
+    theta0: torch.Tensor  # [tasks, dim]
+
+    def loss(self, theta: torch.Tensor, t: int = 0) -> torch.Tensor:
+        return self.functions(theta)  # [tasks]
+
+
+class QuadraticProblem:
+    """The paper's family of random 10-d quadratics (sampled by :class:`QuadraticTasks`)."""
+
+    def __init__(self, dim: int = 10, init_std: float = 0.01, device="cpu", seed: int = 0) -> None:
+        self.tasks = QuadraticTasks(dim=dim, device=device, seed=seed)
+        self.init_std = init_std
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+
+    @classmethod
+    def from_settings(cls, s: Settings, device="cpu", seed: int = 0) -> "QuadraticProblem":
+        return cls(s.quad_dim, s.quad_init_std, device, seed)
+
+    def sample(self, tasks: int, steps: int | None = None) -> QuadraticRun:
+        functions = self.tasks.sample(tasks)
+        theta0 = self.init_std * torch.randn(tasks, self.tasks.dim, generator=self.generator)
+        return QuadraticRun(functions, theta0.to(self.device))
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+}
+
+
+def mlp_shapes(sizes: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Shapes of (W1, b1, W2, b2, ...) for layer sizes ``(in, hidden..., out)``."""
+    shapes: list[tuple[int, ...]] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        shapes += [(a, b), (b,)]
+    return shapes
+
+
+def mlp_logits(theta: torch.Tensor, x: torch.Tensor, sizes: tuple[int, ...], activation: str) -> torch.Tensor:
+    """A batch of MLPs given by flat parameters: ``theta [tasks, n]``, ``x [tasks, B, in]`` -> ``[tasks, B, out]``."""
+    act = ACTIVATIONS[activation]
+    offset, h = 0, x
+    n_layers = len(sizes) - 1
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        W = theta[:, offset: offset + a * b].reshape(-1, a, b)  # [tasks, a, b]
+        offset += a * b
+        bias = theta[:, offset: offset + b]  # [tasks, b]
+        offset += b
+        h = torch.bmm(h, W) + bias[:, None, :]  # [tasks, B, b]
+        if i < n_layers - 1:
+            h = act(h)
+    return h
+
+
+@dataclass
+class MLPRun:
+    """Runs of an MLP classifier, each with its own initialisation and mini-batch sequence.
+
+    ``batches[t]`` ``[tasks, batch]`` holds the example indices of step ``t``, so every
+    optimizer tested on this run sees the same data in the same order.
+    """
+
+    x: torch.Tensor  # [examples, in]
+    y: torch.Tensor  # [examples]
+    sizes: tuple[int, ...]
+    activation: str
+    theta0: torch.Tensor  # [tasks, n_params]
+    batches: torch.Tensor  # [steps + 1, tasks, batch]
+
+    def loss(self, theta: torch.Tensor, t: int) -> torch.Tensor:
+        if not 0 <= t < self.batches.shape[0]:
+            raise IndexError(f"this run has mini-batches for steps 0..{self.batches.shape[0] - 1}, not step {t}")
+        idx = self.batches[t]  # [tasks, batch]
+        logits = mlp_logits(theta, self.x[idx], self.sizes, self.activation)  # [tasks, batch, classes]
+        ce = nn.functional.cross_entropy(logits.flatten(0, 1), self.y[idx].flatten(), reduction="none")
+        return ce.view(idx.shape).mean(1)  # [tasks]
+
+    def accuracy(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Accuracy (%) of each task's network on all of ``x``: ``[tasks]``."""
+        xs = x[None].expand(theta.shape[0], *x.shape)
+        pred = mlp_logits(theta, xs, self.sizes, self.activation).argmax(-1)
+        return (pred == y[None]).float().mean(1) * 100
+
+
+class MLPProblem:
+    """Runs of a small MLP on a classification data set (the paper's MNIST experiment).
+
+    Args:
+        x, y: features ``[examples, in]`` (float) and integer labels ``[examples]``.
+        hidden: hidden layer sizes, ``(20,)`` in the paper; ``(40,)`` and ``(20, 20)`` test generalisation.
+        activation: ``"sigmoid"`` (paper), ``"relu"`` (where the paper's optimizer fails) or ``"tanh"``.
+        batch: mini-batch size per step.
+    Weights start as N(0, 1/fan_in), biases at zero.
+    """
+
+    def __init__(self, x, y, hidden: tuple[int, ...] = (20,), activation: str = "sigmoid", batch: int = 128,
+                 device="cpu", seed: int = 0) -> None:
+        x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"need x [examples, features] and y [examples], got {tuple(x.shape)} and {tuple(y.shape)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if batch < 1 or any(h < 1 for h in hidden):
+            raise ValueError(f"batch and hidden sizes must be positive, got batch={batch}, hidden={hidden}")
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.sizes = (x.shape[1], *hidden, int(y.max()) + 1)
+        self.activation, self.batch = activation, batch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def n_params(self) -> int:
+        return sum(torch.Size(s).numel() for s in mlp_shapes(self.sizes))
+
+    def init_theta(self, tasks: int) -> torch.Tensor:
+        parts = []
+        for shape in mlp_shapes(self.sizes):
+            if len(shape) == 2:
+                parts.append(torch.randn(tasks, shape[0] * shape[1], generator=self.generator) / shape[0] ** 0.5)
+            else:
+                parts.append(torch.zeros(tasks, shape[0]))
+        return torch.cat(parts, 1).to(self.device)  # [tasks, n_params]
+
+    def sample(self, tasks: int, steps: int) -> MLPRun:
+        if tasks < 1 or steps < 1:
+            raise ValueError(f"need tasks >= 1 and steps >= 1, got {tasks}, {steps}")
+        n = self.x.shape[0]
+        batches = torch.randint(0, n, (steps + 1, tasks, self.batch), generator=self.generator).to(self.device)
+        return MLPRun(self.x, self.y, self.sizes, self.activation, self.init_theta(tasks), batches)
+
+
+# ---------------------------------------------------------------------------
+# Meta-training: unrolled runs and truncated BPTT
+# ---------------------------------------------------------------------------
+
+
+def optimizee_gradient(loss: torch.Tensor, theta: torch.Tensor, second_order: bool) -> torch.Tensor:
+    """grad_t = d f(theta_t) / d theta_t, ``[tasks, n]``.
+
+    ``second_order=False`` (the paper) returns it detached: an input to the optimizer, with no
+    path back to phi through the optimizee's Hessian.
+    """
+    (grad,) = torch.autograd.grad(loss.sum(), theta, create_graph=second_order, retain_graph=True)
+    return grad if second_order else grad.detach()
+
+
+def unroll(optimizer: CoordinatewiseLSTM, run: Run, theta: torch.Tensor, state: State | None, t0: int, steps: int,
+           second_order: bool = False, weights: torch.Tensor | None = None, log_loss: bool = False):
+    """Run the learned optimizer for ``steps`` steps from step ``t0``, keeping the graph to phi.
+
+    Returns ``(meta_loss, theta, state, losses)``: ``meta_loss`` = mean over tasks of
+    sum_{t=1..steps} w_t f(theta_t) (w_t = 1 unless ``weights [steps]`` is given), the final
+    ``theta [tasks, n]`` and LSTM state (not detached), and ``losses [steps + 1, tasks]``
+    (detached) with f(theta_t) before the first and after each step.
+    """
+    if steps < 1:
+        raise ValueError(f"need at least one step to unroll, got {steps}")
+    if weights is not None and weights.shape != (steps,):
+        raise ValueError(f"weights must have shape ({steps},), got {tuple(weights.shape)}")
+    if not theta.requires_grad:
+        theta = theta.detach().requires_grad_(True)  # the optimizee's gradient needs a graph from theta
+    loss = run.loss(theta, t0)  # [tasks]: f(theta_0)
+    losses = [loss.detach()]
+    meta_loss = theta.new_zeros(())
+    for k in range(steps):
+        grad = optimizee_gradient(loss, theta, second_order)  # [tasks, n]
+        update, state = optimizer(grad, state)  # g_t [tasks, n]
+        theta = theta + update  # theta_{t+1} = theta_t + g_t
+        loss = run.loss(theta, t0 + k + 1)  # f(theta_{t+1}) [tasks]
+        w = 1.0 if weights is None else weights[k]
+        term = loss.clamp_min(1e-12).log() if log_loss else loss  # [tasks]
+        meta_loss = meta_loss + w * term.mean()
+        losses.append(loss.detach())
+    return meta_loss, theta, state, torch.stack(losses)
+
+
+def meta_train(optimizer: CoordinatewiseLSTM, problem, s: Settings, episodes: int, meta_batch: int,
+               progress: bool = True, checkpoint=None, desc: str = "meta-training") -> History:
+    """Train phi with Adam by truncated BPTT: ``episodes`` runs of ``s.horizon`` steps, one
+    meta-update every ``s.unroll`` steps (so ``episodes * horizon / unroll`` updates in all).
+
+    Each run is a fresh batch of ``meta_batch`` functions from ``problem.sample``. History logs the
+    segment's mean loss per step (``loss``) and the run's final loss (``final``, at run ends).
+    """
+    if s.horizon % s.unroll != 0:
+        raise ValueError(f"the horizon ({s.horizon}) must be a multiple of the unroll length ({s.unroll})")
+    segments = s.horizon // s.unroll
+    adam = torch.optim.Adam(optimizer.parameters(), lr=s.meta_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=episodes * segments)
+    live: dict = {}
+
+    def step(i: int) -> dict:
+        k = i % segments
+        if k == 0 or not live:  # a new batch of functions, theta_0 and a zero LSTM state
+            run = problem.sample(meta_batch, s.horizon)
+            live.update(run=run, theta=run.theta0, state=None)
+            k = 0
+        meta_loss, theta, state, losses = unroll(
+            optimizer, live["run"], live["theta"], live["state"], k * s.unroll, s.unroll, s.second_order,
+            log_loss=s.log_loss,
+        )
+        adam.zero_grad()
+        (meta_loss / s.unroll).backward()
+        if s.clip_grad:
+            nn.utils.clip_grad_norm_(optimizer.parameters(), s.clip_grad)
+        adam.step()
+        schedule.step()
+        live.update(theta=theta.detach(), state=detach_state(state))  # truncation: no gradient across segments
+        metrics = {"loss": meta_loss.detach() / s.unroll}
+        if k == segments - 1:
+            metrics["final"] = losses[-1].mean()
+        return metrics
+
+    return train(step, episodes * segments, state={"optimizer": optimizer, "adam": adam, "schedule": schedule},
+                 checkpoint=checkpoint, progress=progress, desc=desc)
+
+
+# ---------------------------------------------------------------------------
+# Testing optimizers on new functions
+# ---------------------------------------------------------------------------
+
+
+def optimize_learned(optimizer: CoordinatewiseLSTM, run: Run, steps: int, return_thetas: bool = False):
+    """Optimise a run with the trained LSTM (no graph to phi); losses ``[steps + 1, tasks]``.
+
+    With ``return_thetas`` also the iterates ``[steps + 1, tasks, n]``.
+    """
+    theta, state = run.theta0.detach(), None
+    losses, thetas = [], [theta]
+    for t in range(steps + 1):
+        theta = theta.detach().requires_grad_(True)
+        loss = run.loss(theta, t)  # [tasks]
+        losses.append(loss.detach())
+        if t == steps:
+            break
+        (grad,) = torch.autograd.grad(loss.sum(), theta)
+        with torch.no_grad():
+            update, state = optimizer(grad, state)
+            theta = theta + update
+        thetas.append(theta.detach())
+    out = torch.stack(losses)
+    return (out, torch.stack(thetas)) if return_thetas else out
+
+
+def make_baseline(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """PyTorch's SGD, NAG (Nesterov momentum 0.9), RMSprop or Adam with learning rate ``lr``."""
+    if name == "SGD":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "NAG":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+    if name == "RMSprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if name == "Adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
+
+
+def optimize_baseline(name: str, lr: float, run: Run, steps: int, return_thetas: bool = False):
+    """Optimise every function of a run with a hand-designed rule; losses ``[steps + 1, tasks]``.
+
+    The whole batch ``theta [tasks, n]`` is one tensor for PyTorch's optimizer; each rule is
+    coordinatewise (Adam's and RMSprop's statistics are per entry), so functions do not interact.
+    A diverging run gives ``inf``/``nan`` losses rather than an error (the grid tries large rates).
+    """
+    theta = run.theta0.detach().clone().requires_grad_(True)
+    opt = make_baseline(name, [theta], lr)
+    losses, thetas = [], [theta.detach().clone()]
+    for t in range(steps + 1):
+        opt.zero_grad()
+        loss = run.loss(theta, t)  # [tasks]
+        losses.append(loss.detach())
+        if t == steps:
+            break
+        loss.sum().backward()
+        opt.step()
+        thetas.append(theta.detach().clone())
+    out = torch.stack(losses)
+    return (out, torch.stack(thetas)) if return_thetas else out
+
+
+def tune_baselines(run: Run, steps: int, lr_grid, names=BASELINES) -> dict[str, float]:
+    """Each baseline's learning rate with the lowest median final loss on the training ``run``."""
+    best = {}
+    for name in names:
+        scores = []
+        for lr in lr_grid:
+            final = optimize_baseline(name, lr, run, steps)[-1]
+            final = torch.where(torch.isfinite(final), final, torch.full_like(final, float("inf")))
+            scores.append(float(final.median()))
+        best[name] = float(lr_grid[min(range(len(scores)), key=scores.__getitem__)])
+    return best
+
+
+@dataclass
+class Comparison:
+    """Loss curves ``[steps + 1, tasks]`` of several optimizers on the same test functions."""
+
+    curves: dict[str, torch.Tensor]
+    lrs: dict[str, float] = field(default_factory=dict)
+
+    def final(self, name: str) -> torch.Tensor:
+        return self.curves[name][-1]
+
+    def median_final(self, name: str) -> float:
+        return float(self.final(name).median())
+
+
+def compare(optimizer: CoordinatewiseLSTM, run: Run, steps: int, lrs: dict[str, float]) -> Comparison:
+    """The LSTM and each tuned baseline on the same test run."""
+    curves = {"LSTM": optimize_learned(optimizer, run, steps)}
+    for name, lr in lrs.items():
+        curves[name] = optimize_baseline(name, lr, run, steps)
+    return Comparison(curves, dict(lrs))
+
+
+@torch.no_grad()
+def update_response(optimizer: CoordinatewiseLSTM, grads: torch.Tensor, steps: int = 1) -> torch.Tensor:
+    """What the learned update looks like: feed each value of ``grads [n]`` as a constant gradient
+    for ``steps`` steps from a zero state; return the updates ``[steps, n]`` (one coordinate per value)."""
+    state, out = None, []
+    for _ in range(steps):
+        update, state = optimizer(grads, state)
+        out.append(update)
+    return torch.stack(out)
