@@ -92,7 +92,10 @@ def run_notebook(path: Path, out_dir: Path, mode: str = "quick", device: str = "
             log_output=False,
         )
     except pm.PapermillExecutionError as err:
-        error = f"cell {err.exec_count} (index {err.cell_index}): {err.ename}: {err.evalue}"
+        # papermill counts its injected-parameters cell; name the cell as it is in the lecture's file
+        index = err.cell_index - 1 if err.cell_index > parameters_cell_index(nb) else err.cell_index
+        first_line = (err.source or "").strip().splitlines()[0][:60] if (err.source or "").strip() else ""
+        error = f"cell {index} ({first_line!r}): {err.ename}: {err.evalue}"
     except Exception as err:  # kernel died, timeout, unreadable notebook ...
         error = f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     seconds = time.perf_counter() - start

@@ -109,7 +109,7 @@ def test_metaedu_run_reports_success_and_names_the_failing_cell(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "00_good.ipynb" in proc.stdout and "ok" in proc.stdout
     assert "FAILED 01_bad.ipynb" in proc.stdout and "ValueError: broken on purpose" in proc.stdout
-    assert "index 2" in proc.stdout  # the failing cell is named
+    assert "cell 2 (\"raise ValueError('broken on purpose')\")" in proc.stdout  # the failing cell is named
     executed = nbformat.read(out / "00_good.ipynb", as_version=4)
     assert any("quick cpu" in o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert (out / "00_good.html").exists() and (out / "summary.json").exists()
