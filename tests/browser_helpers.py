@@ -385,7 +385,16 @@ def move_slider(page, timeout: float = 180.0, wait_for_change: bool = True) -> S
             """([src]) => { const img = document.querySelectorAll('[data-slider-test] %s')[%d]
                  ?.querySelector('img'); return img && img.src !== src; }""" % (OWN_OUTPUTS, where["figure"]),
             arg=[src_before], timeout=timeout * 1000, polling=300)
-    page.wait_for_timeout(3000)  # a slider sends several values while dragged: let the last redraw land
+    # a dragged slider sends several values, each redrawn in turn: wait until the kernel is idle
+    # and the image has stayed the same for a few polls, so "after" shows the final value
+    img_src = "() => document.querySelectorAll('[data-slider-test] %s')[%d]?.querySelector('img')?.src" % (
+        OWN_OUTPUTS, where["figure"])
+    deadline, quiet, last = time.monotonic() + timeout, 0, None
+    while quiet < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(750)
+        src = page.evaluate(img_src)
+        quiet = quiet + 1 if (src == last and page.evaluate(_JS_BUSY) == "") else 0
+        last = src
     figure = cell.locator(OWN_OUTPUTS).nth(where["figure"]).locator("img").first
     value_after = readout.inner_text() if readout.count() else ""
     after_png = figure.screenshot()

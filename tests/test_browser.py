@@ -37,7 +37,7 @@ FIXTURES = Path(__file__).resolve().parent / "browser_fixtures"
 LECTURES = sorted((REPO / "lectures").glob("*.ipynb"))
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 #: seconds one notebook may take to run all its cells in the browser (quick mode)
-NOTEBOOK_TIMEOUT = float(os.environ.get("METAEDU_BROWSER_TIMEOUT", "900"))
+NOTEBOOK_TIMEOUT = float(os.environ.get("METAEDU_BROWSER_TIMEOUT", "1200"))
 
 
 # --- metaedu lab: kernel and command (no browser) ---------------------------------------------
