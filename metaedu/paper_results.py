@@ -170,6 +170,13 @@ PAPER: dict[tuple[str, str, str], str] = {
     ("MANN (NTM, LSTM controller)", "Omniglot", "15 classes, strings, 4th instance"): "71.7",
     ("MANN (NTM, LSTM controller)", "Omniglot", "15 classes, strings, 5th instance"): "77.7",
     ("MANN (NTM, LSTM controller)", "Omniglot", "15 classes, strings, 10th instance"): "88.4",
+    # Andrychowicz et al. 2016 (learned optimizers): the paper gives curves, so these are its claims
+    ("LSTM", "10-d quadratics", "loss after 100 steps"): "below SGD, RMSprop, ADAM and NAG (curves)",
+    ("LSTM", "MNIST", "loss at step 100"): "below the hand-designed optimizers (curves)",
+    ("LSTM", "MNIST", "loss at step 200"): "still below them beyond its 100 training steps (curves)",
+    ("LSTM", "MNIST", "40 hidden units"): "still below them (curves)",
+    ("LSTM", "MNIST", "2 hidden layers"): "still below them (curves)",
+    ("LSTM", "MNIST", "ReLU"): "fails: worse than the baselines (curves)",
 }
 
 
