@@ -80,17 +80,18 @@ def draw_computational_graph(steps: int = 3, ax=None):
         _arrow(ax, (x + 1.0, -1.2), (x + 2.0, -2.4))
         _arrow(ax, (x + 2.0, -2.4), (x + gap, 0.0))
         ax.text(x + 2.75, -1.3, f"g$_{t}$", fontsize=11)
-        ax.text(x + 1.65, 1.75, f"w$_{t}$" if t else "", fontsize=10, color="#666666")
         if t:
             _arrow(ax, (x - gap + 2.0, -2.4), (x + 2.0, -2.4))
             ax.text(x + 0.8, -2.2, f"h$_{t}$", fontsize=11)
+    for t in range(1, steps + 1):
+        ax.text(t * gap + 1.7, 1.2, f"× w$_{t}$", fontsize=10, color="#666666", va="center")
     x = steps * gap
     _box(ax, (x, 0.0), f"θ$_{steps}$", "#e8eef6")
     _box(ax, (x + 1.0, 1.2), f"f(θ$_{steps}$)", "#fbe3cf", w=1.2)
     _arrow(ax, (x, 0.0), (x + 1.0, 1.2))
     ax.text(0.0, 2.2, "meta-loss L(φ) = Σ$_t$ w$_t$ f(θ$_t$): gradients flow back along the solid edges",
             fontsize=11)
-    ax.set_xlim(-0.8, x + 1.9)
+    ax.set_xlim(-0.8, x + 2.4)
     ax.set_ylim(-3.0, 2.6)
     ax.axis("off")
     ax.set_title("the unrolled optimisation (red dashed: dropped second derivatives)")
@@ -128,6 +129,7 @@ def plot_update_response(grads, responses, steps_shown=None, ax=None):
         ax.plot(g, r[k], color=CYCLE[j % len(CYCLE)], label=f"after {k + 1} step{'s' if k else ''}")
     ax.axhline(0, color="#999999", lw=0.8)
     ax.set_xscale("symlog", linthresh=1e-4)
+    ax.set_xticks([-10, -1e-2, -1e-4, 0, 1e-4, 1e-2, 10])
     ax.set_xlabel("input gradient ∇ (held constant)")
     ax.set_ylabel("update g")
     ax.set_title("what the learned optimizer does with a gradient")
