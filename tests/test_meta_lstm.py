@@ -234,3 +234,42 @@ def test_nearest_neighbour_labels_copies_of_the_support_correctly():
     eps.y_query = eps.y_support.clone()
     pred = baselines.nearest_neighbour_predictor(learner, theta)(eps)
     assert torch.equal(pred, eps.y_query)
+
+
+# --- honest baseline tuning ---------------------------------------------------------------
+
+
+def grouped_class_set() -> ClassImageSet:
+    data = tiny_class_set(n_classes=40, per_class=6)
+    data.groups = [f"alphabet {c % 8}" for c in range(40)]  # 8 alphabets of 5 classes
+    return data
+
+
+def test_validation_split_holds_out_whole_alphabets():
+    data = grouped_class_set()
+    train, val = baselines.validation_split(data, fraction=0.2, seed=1)
+    assert set(train.groups).isdisjoint(val.groups)
+    assert set(train.class_names).isdisjoint(val.class_names)
+    assert train.n_classes + val.n_classes == data.n_classes
+    assert 0.2 * 40 <= val.n_classes <= 1.5 * 0.2 * 40
+    for part in (train, val):  # images stay with their classes
+        for c, name in enumerate(part.class_names):
+            original = data.class_names.index(name)
+            assert torch.equal(part.images[part.targets == c], data.images[data.targets == original])
+    with pytest.raises(ValueError, match="fraction"):
+        baselines.validation_split(data, fraction=1.0)
+
+
+def test_tune_finetune_picks_the_best_cell_of_independent_runs():
+    data = grouped_class_set()
+    learner = ml.ConvLearner(3, 3, 2, image_size=12)
+    theta = learner.init(torch.Generator().manual_seed(0))
+    s = baselines.Settings(finetune_lrs=(0.05, 0.5), finetune_step_grid=(3, 1), tune_episodes=6)
+    tuning = baselines.tune_finetune(learner, theta, data, s, k_shot=2, n_query=2, seed=5)
+    assert set(tuning.accuracy) == {(0.05, 1), (0.05, 3), (0.5, 1), (0.5, 3)}
+    eps = EpisodeSampler(data, 3, 2, 2, seed=5).sample(6)  # the same episodes, each cell run from scratch
+    for (lr, steps), acc in tuning.accuracy.items():
+        predict = baselines.finetune_predictor(learner, theta, lr, steps)
+        direct = (predict(eps).argmax(-1) == eps.y_query).float().mean() * 100
+        assert abs(float(direct) - acc) < 1e-4, (lr, steps, float(direct), acc)
+    assert tuning.accuracy[tuning.lr, tuning.steps] == max(tuning.accuracy.values())
