@@ -92,7 +92,7 @@ class SinusoidSettings:
 
     @classmethod
     def quick(cls) -> "SinusoidSettings":
-        return cls(steps=2000, pretrain_steps=1000, outer_lr=0.003, eval_tasks=300)
+        return cls(steps=1500, pretrain_steps=1000, outer_lr=0.003, eval_tasks=300)
 
     @classmethod
     def full(cls) -> "SinusoidSettings":
@@ -120,7 +120,7 @@ class GlyphSettings:
 
     @classmethod
     def quick(cls) -> "GlyphSettings":
-        return cls(hidden=16, n_query=5, meta_batch=8, steps=200, outer_lr=0.005, eval_episodes=300)
+        return cls(hidden=16, n_query=5, meta_batch=8, steps=200, outer_lr=0.005, eval_episodes=200)
 
     @classmethod
     def full(cls) -> "GlyphSettings":
@@ -132,7 +132,7 @@ class GlyphSettings:
         if mode == "full":
             return cls(n_way=20, inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
         return cls(n_way=20, hidden=16, n_query=2, inner_lr=0.1, inner_steps=1, test_inner_steps=5,
-                   meta_batch=4, steps=120, outer_lr=0.005, eval_episodes=100)
+                   meta_batch=4, steps=80, outer_lr=0.005, eval_episodes=60)
 
 
 # ----------------------------------------------------------------------------- the learner
