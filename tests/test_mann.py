@@ -318,3 +318,22 @@ def test_memory_plots_draw_a_recorded_episode():
     assert len(figs[2].axes[0].lines) >= 3
     for f in figs:
         plt.close(f)
+
+
+def test_encoder_setting_is_checked_against_the_encoder_given():
+    from dataclasses import replace
+
+    g = gen(17)
+    images = torch.rand(60, 1, 5, 5, generator=g)
+    data = ClassImageSet(images, torch.arange(10).repeat_interleave(6), [str(c) for c in range(10)])
+    pixels = replace(mann.MANNSettings.quick(), n_classes=3, per_class=4, image_size=5)
+    conv = replace(pixels, encoder="conv4")
+    enc = lambda x: x.flatten(1)[:, :7]  # noqa: E731
+    assert mann.make_sampler(conv, data, encoder=enc).input_size == 7 + 3
+    assert mann.make_sampler(pixels, data).input_size == 25 + 3
+    with pytest.raises(ValueError, match="needs encoder"):
+        mann.make_sampler(conv, data)
+    with pytest.raises(ValueError, match="encoder was given"):
+        mann.make_sampler(pixels, data, encoder=enc)
+    with pytest.raises(ValueError, match="'pixels' or 'conv4'"):
+        mann.make_sampler(replace(pixels, encoder="resnet"), data)

@@ -117,3 +117,18 @@ def test_bad_arguments_are_named():
         SequenceSampler(toy_set(), 3, 2, image_size=0)
     with pytest.raises(ValueError, match="n_classes"):
         SequenceSampler(toy_set(), 1, 2, image_size=4)
+
+
+def test_encoder_replaces_pixels_with_its_features():
+    # encoder: the two informative pixels of each full-size image -> [n, 2]
+    enc = lambda images: images[:, 0, 0, :2] * 100  # noqa: E731
+    s = SequenceSampler(toy_set(), n_classes=3, per_class=4, image_size=2, seed=0, encoder=enc)
+    seq = s.sample(4)
+    assert s.feature_size == 2 and s.input_size == 2 + 3 and seq.x.shape == (4, 12, 2)
+    plain = SequenceSampler(toy_set(), n_classes=3, per_class=4, image_size=4, seed=0).sample(4)
+    # same draws: the features are the class id and drawing index read off the unresized images
+    assert torch.allclose(seq.x, plain.x[..., :2] * 100) and torch.equal(seq.y, plain.y)
+    with pytest.raises(ValueError, match="encoder"):
+        SequenceSampler(toy_set(), n_classes=3, per_class=4, encoder="conv4")
+    with pytest.raises(ValueError, match="encoder"):
+        SequenceSampler(toy_set(), n_classes=3, per_class=4, encoder=lambda x: x)  # keeps 4 dims

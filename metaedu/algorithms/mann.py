@@ -96,6 +96,8 @@ class MANNSettings:
     baseline_steps: int = 6250  # updates of each baseline
     eval_episodes: int = 1000  # test episodes for the instance-accuracy table
     seed: int = 0  # seeds the samplers and the initial weights
+    encoder: str = "pixels"  # "pixels" (the paper) or "conv4": a fixed Conv4 pretrained as a plain classifier
+    encoder_epochs: int = 2  # epochs of that classifier over the background images (encoder="conv4" only)
 
     @classmethod
     def quick(cls) -> "MANNSettings":
@@ -313,10 +315,44 @@ def build_model(kind: str, settings: MANNSettings, sampler: SequenceSampler, dev
     return model.to(device if device is not None else sampler.device)
 
 
-def make_sampler(settings: MANNSettings, data, device="cpu", seed: int | None = None) -> SequenceSampler:
-    """The episode stream of these settings over ``data`` (a :class:`ClassImageSet`)."""
+def make_sampler(settings: MANNSettings, data, device="cpu", seed: int | None = None, encoder=None) -> SequenceSampler:
+    """The episode stream of these settings over ``data`` (a :class:`ClassImageSet`).
+
+    With ``settings.encoder == "conv4"`` pass the ``encoder`` from :func:`pretrain_encoder`.
+    """
+    if settings.encoder not in ("pixels", "conv4"):
+        raise ValueError(f"encoder must be 'pixels' or 'conv4', got {settings.encoder!r}")
+    if settings.encoder == "conv4" and encoder is None:
+        raise ValueError("settings.encoder='conv4' needs encoder=pretrain_encoder(settings, background_data)")
+    if settings.encoder == "pixels" and encoder is not None:
+        raise ValueError("an encoder was given but settings.encoder='pixels'")
     return SequenceSampler(data, settings.n_classes, settings.per_class, settings.image_size, settings.label_length,
-                           settings.rotations, device=device, seed=settings.seed if seed is None else seed)
+                           settings.rotations, device=device, seed=settings.seed if seed is None else seed,
+                           encoder=encoder)
+
+
+def pretrain_encoder(settings: MANNSettings, background, device="cpu", progress: bool = True):
+    """A fixed image encoder ``[n, C, H, W] -> [n, D]``: Conv4 trained as an ordinary classifier of all
+    ``background`` classes (:func:`metaedu.algorithms.transfer.pretrain_classifier`), head dropped.
+
+    A quick-mode simplification, not the paper: the networks then only have to learn the binding,
+    not to see. Train it on background classes only, so that evaluation classes stay unseen.
+    """
+    from metaedu.algorithms.transfer import TransferSettings, pretrain_classifier
+
+    ts = TransferSettings.quick()
+    ts.epochs = settings.encoder_epochs
+    net, _ = pretrain_classifier(background, ts, device=device, seed=settings.seed, progress=progress)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net.features(images).flatten(1)  # [n, D]
+
+    encode.network = net
+    return encode
 
 
 # --------------------------------------------------------------------------- loss, predictions, scores

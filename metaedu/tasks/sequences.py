@@ -123,7 +123,10 @@ class SequenceSampler:
         rotations: tuple[int, ...] = (0,),
         device: str | torch.device = "cpu",
         seed: int = 0,
+        encoder=None,
     ) -> None:
+        if encoder is not None and not callable(encoder):
+            raise ValueError(f"encoder must be a callable images [n, C, H, W] -> features [n, D], got {type(encoder).__name__}")
         if int(image_size) != image_size or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         if label_length not in (1, 5):
@@ -145,6 +148,16 @@ class SequenceSampler:
         self.label_size = self.n_classes if label_length == 1 else 5
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed + 104729)
+        # optional fixed image encoder (quick-mode simplification): the full-size images go through it
+        # instead of being resized and flattened; its output length replaces image_size ** 2
+        self.encoder = encoder
+        self.feature_size = None
+        if encoder is not None:
+            with torch.no_grad():
+                probe = encoder(torch.zeros(1, *data.image_shape, device=self.device))
+            if probe.dim() != 2 or probe.shape[0] != 1:
+                raise ValueError(f"encoder must map [n, C, H, W] to [n, D], got output shape {tuple(probe.shape)}")
+            self.feature_size = int(probe.shape[1])
 
     @property
     def length(self) -> int:
@@ -152,8 +165,9 @@ class SequenceSampler:
 
     @property
     def input_size(self) -> int:
-        """Size of one step's input: pixels plus the label code."""
-        return self.image_size**2 + self.label_length * self.label_size
+        """Size of one step's input: pixels (or encoder features) plus the label code."""
+        image = self.image_size**2 if self.encoder is None else self.feature_size
+        return image + self.label_length * self.label_size
 
     def _strings(self, episodes: int) -> torch.Tensor:
         """Distinct random five-character strings for each episode's classes, ``[B, n_classes, 5]``."""
@@ -174,7 +188,10 @@ class SequenceSampler:
         order = torch.rand(B, T, generator=self.generator).argsort(1).to(self.device)  # [B, T]
         x = x[torch.arange(B, device=self.device)[:, None], order]
         y = torch.gather(y, 1, order)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+        if self.encoder is not None:
+            with torch.no_grad():
+                x = self.encoder(x.reshape(B * T, *x.shape[2:])).reshape(B, T, -1)  # [B, T, D]
+        elif x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             flat = x.reshape(B * T, *x.shape[2:])
             x = F.interpolate(flat, size=(self.image_size, self.image_size), mode="area").reshape(B, T, -1)
         x = x.reshape(B, T, -1)  # [B, T, D]
