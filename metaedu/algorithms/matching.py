@@ -37,7 +37,7 @@ from torch import nn
 from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import cosine_similarity, encode, evaluate_metric_model, one_hot_labels
+from metaedu.nn.distances import predict_eval_mode, cosine_similarity, encode, evaluate_metric_model, one_hot_labels
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.training import History, train
 
@@ -221,11 +221,6 @@ def evaluate(model: MatchingNet, data: ClassImageSet, n_way: int, k_shot: int, n
                                  device=device, seed=seed)
 
 
-@torch.no_grad()
 def predict(model: MatchingNet, episodes) -> torch.Tensor:
     """log P(y | x_hat, S) for a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    was = model.training
-    model.eval()
-    out = model(episodes)
-    model.train(was)
-    return out
+    return predict_eval_mode(model, episodes)

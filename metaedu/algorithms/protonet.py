@@ -42,6 +42,7 @@ from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import (
+    predict_eval_mode,
     EmbeddedSet,
     cosine_similarity,
     embed_set,
@@ -201,14 +202,9 @@ def evaluate(model: ProtoNet, data: ClassImageSet, n_way: int, k_shot: int, n_qu
                                  device=device, seed=seed)
 
 
-@torch.no_grad()
 def predict(model: ProtoNet, episodes) -> torch.Tensor:
     """Query logits of a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    was = model.training
-    model.eval()
-    out = model(episodes)
-    model.train(was)
-    return out
+    return predict_eval_mode(model, episodes)
 
 
 # ----------------------------------------------------------------------------- zero-shot

@@ -36,7 +36,7 @@ from torch import nn
 from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, mean_ci
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import encode, evaluate_metric_model, one_hot_labels
+from metaedu.nn.distances import predict_eval_mode, encode, evaluate_metric_model, one_hot_labels
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.training import History, train
 
@@ -233,12 +233,7 @@ def evaluate(model: SiameseNet, data: ClassImageSet, n_way: int, k_shot: int, n_
                                  device=device, seed=seed)
 
 
-@torch.no_grad()
 def predict(model: SiameseNet, episodes) -> torch.Tensor:
     """Class scores for a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    was = model.training
-    model.eval()
-    out = model(episodes)
-    model.train(was)
-    return out
+    return predict_eval_mode(model, episodes)
 

@@ -148,3 +148,13 @@ def evaluate_metric_model(
         return episode_accuracy(predict, sampler, n_episodes=n_episodes, batch=batch)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def predict_eval_mode(model: nn.Module, episodes) -> torch.Tensor:
+    """``model(episodes)`` in evaluation mode (batch norm on running statistics), the mode restored after."""
+    was = model.training
+    model.eval()
+    out = model(episodes)
+    model.train(was)
+    return out
