@@ -35,6 +35,10 @@ from metaedu.data.base import ClassImageSet, to_float
 from metaedu.tasks.episodes import Episodes
 
 
+#: The quick-mode choice of tune_finetune (see Settings.finetune_chosen); reproduced by running this module.
+QUICK_FINETUNE = ((1, 0.03, 10), (5, 0.1, 20))
+
+
 @dataclass
 class Settings:
     """Pre-training and fine-tuning hyper-parameters of the baselines."""
@@ -42,19 +46,23 @@ class Settings:
     pretrain_steps: int = 300  # Adam steps of whole-set classification
     batch_size: int = 64  # images per pre-training step
     pretrain_lr: float = 3e-3  # Adam learning rate for pre-training
-    finetune_lrs: tuple[float, ...] = (0.1, 0.3, 1.0)  # step sizes tried by tune_finetune
-    finetune_step_grid: tuple[int, ...] = (5, 10, 20)  # step counts tried (one run, read at each count)
-    tune_episodes: int = 25  # meta-validation episodes per grid cell
+    finetune_lrs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)  # step sizes tried by tune_finetune
+    finetune_step_grid: tuple[int, ...] = (10, 20, 40, 80)  # step counts tried (one run, read at each count)
+    tune_episodes: int = 50  # meta-validation episodes per grid cell
+    tune_tolerance: float = 0.5  # cells within this many points of the best count as tied; the cheapest wins
     val_fraction: float = 0.15  # share of background classes held out (whole alphabets) for validation
+    # (k_shot, lr, steps) that tune_finetune chose on meta-validation episodes for the quick-mode network
+    # (seed 0); ``python -m metaedu.algorithms.baselines`` reruns that grid. None: run the grid at run time.
+    finetune_chosen: tuple[tuple[int, float, int], ...] | None = None
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls()
+        return cls(finetune_chosen=QUICK_FINETUNE)
 
     @classmethod
     def full(cls) -> "Settings":
         return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
-                   finetune_step_grid=(10, 20, 50, 100), tune_episodes=200)
+                   finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None)
 
 
 def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0) -> tuple[ClassImageSet, ClassImageSet]:
@@ -165,7 +173,8 @@ def tune_finetune(
 
     Every step size runs once for ``max(finetune_step_grid)`` steps on the same
     ``tune_episodes`` episodes; the query accuracy is read after each count of the grid.
-    Ties go to the fewer steps, then the smaller step size. Never pass the evaluation split.
+    Among the cells within ``tune_tolerance`` points of the best, the one with the fewest
+    steps wins (then the higher accuracy). Never pass the evaluation split.
     """
     from metaedu.tasks.episodes import EpisodeSampler
 
@@ -184,8 +193,46 @@ def tune_finetune(
             with torch.no_grad():
                 pred = query_logits(learner, theta, episodes).argmax(-1)
             accuracy[lr, steps] = float((pred == episodes.y_query).float().mean() * 100)
-    best = max(accuracy.items(), key=lambda kv: (kv[1], -kv[0][1], -kv[0][0]))[0]
+    top = max(accuracy.values())
+    near = [cell for cell, acc in accuracy.items() if acc >= top - settings.tune_tolerance]
+    best = min(near, key=lambda cell: (cell[1], -accuracy[cell], cell[0]))
     return Tuning(best[0], best[1], accuracy, k_shot)
+
+
+def finetune_hyperparameters(
+    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: Settings, k_shot: int,
+    device="cpu", seed: int = 0,
+) -> Tuning:
+    """The fine-tune step size and step count for ``k_shot`` episodes.
+
+    The choice stored in ``settings.finetune_chosen`` (made earlier by :func:`tune_finetune` on
+    the same meta-validation episodes; its ``accuracy`` is then empty), or a fresh grid search.
+    """
+    for shots, lr, steps in settings.finetune_chosen or ():
+        if shots == k_shot:
+            return Tuning(lr, steps, {}, k_shot)
+    return tune_finetune(learner, theta_pre, validation, settings, k_shot, device=device, seed=seed)
+
+
+def _choose_quick_finetune(seed: int = 0) -> None:
+    """Pre-train the quick-mode network as lecture 02 does and run the grid on meta-validation episodes."""
+    from metaedu.algorithms.meta_lstm import Settings as LSTMSettings
+    from metaedu.data.glyphs import load_glyphs
+    from metaedu.runtime import set_threads
+
+    set_threads()
+    lstm, base = LSTMSettings.quick(), Settings.quick()
+    train_set, validation = validation_split(load_glyphs().split("background"), base.val_fraction, seed=seed)
+    learner = ConvLearner(lstm.n_way, lstm.filters, lstm.blocks)
+    theta_pre, _ = pretrain(learner, train_set, base, seed=seed)
+    for k_shot in (1, 5):
+        tuning = tune_finetune(learner, theta_pre, validation, base, k_shot, seed=seed)
+        cells = ", ".join(f"{lr:g}/{n}: {acc:.1f}" for (lr, n), acc in tuning.accuracy.items())
+        print(f"{k_shot}-shot (lr/steps: validation accuracy %) {cells}\n  -> ({k_shot}, {tuning.lr:g}, {tuning.steps})")
+
+
+if __name__ == "__main__":
+    _choose_quick_finetune()
 
 
 def nearest_neighbour_predictor(learner: ConvLearner, theta_pre: torch.Tensor):
