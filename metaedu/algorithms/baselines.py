@@ -224,7 +224,7 @@ def _choose_quick_finetune(seed: int = 0) -> None:
     lstm, base = LSTMSettings.quick(), Settings.quick()
     train_set, validation = validation_split(load_glyphs().split("background"), base.val_fraction, seed=seed)
     learner = ConvLearner(lstm.n_way, lstm.filters, lstm.blocks)
-    theta_pre, _ = pretrain(learner, train_set, base, seed=seed)
+    theta_pre, _ = pretrain(learner, train_set, base, seed=seed, progress=False)
     for k_shot in (1, 5):
         tuning = tune_finetune(learner, theta_pre, validation, base, k_shot, seed=seed)
         cells = ", ".join(f"{lr:g}/{n}: {acc:.1f}" for (lr, n), acc in tuning.accuracy.items())
