@@ -267,30 +267,49 @@ def _set_limits(limits: dict) -> None:
 
 
 def _prepare_mounts(cfg: dict) -> None:
+    """Private /tmp, home and scratch folders; the Python installation and the course package stay visible.
+
+    The interpreter (a virtual environment, pyenv) and an editable checkout of the package may live
+    under /tmp or the home folder (CI clones anywhere). Such folders are bind-mounted to a staging
+    area first, the private tmpfs's are mounted over /tmp and home, and the kept folders are moved
+    back to their old paths; the ``hide`` folders are covered last.
+    """
     libc = _libc()
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     _loopback_up()
     home = os.path.expanduser("~")
-    keep = sorted({_top_under(p, home) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)} - {None})
-    tmp_size = f"size={cfg['limits']['tmp_mb']}m,mode=1777"
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", 0, tmp_size)
+    covered = ["/tmp"] + ([home] if home not in ("/", "") and os.path.isdir(home) else [])
+    needed = (sys.prefix, sys.base_prefix, sys.exec_prefix, _package_root())
+    keep = sorted({top for root in covered for top in (_top_under(p, root) for p in needed) if top})
+    staging = "/mnt/.metaedu-keep"
+    if keep:
+        os.makedirs(staging, exist_ok=True)
+        _mount(libc, "tmpfs", staging, "tmpfs", 0, "size=1m,mode=0755")
     staged = []
-    for i, path in enumerate(keep):  # keep the Python installation that lives under the home folder
-        stage = f"/tmp/.keep{i}"
+    for i, path in enumerate(keep):
+        stage = os.path.join(staging, str(i))
         os.mkdir(stage)
         _mount(libc, path, stage, None, MS_BIND | MS_REC)
         staged.append((stage, path))
-    if home not in ("/", "") and os.path.isdir(home):
+    _mount(libc, "tmpfs", "/tmp", "tmpfs", 0, f"size={cfg['limits']['tmp_mb']}m,mode=1777")
+    if len(covered) > 1:
         _mount(libc, "tmpfs", home, "tmpfs", 0, "size=1m,mode=0755")
-        for stage, path in staged:
-            os.makedirs(path, exist_ok=True)
-            _mount(libc, stage, path, None, MS_MOVE)
+    for stage, path in staged:
+        os.makedirs(path, exist_ok=True)
+        _mount(libc, stage, path, None, MS_MOVE)
     for path in ("/var/tmp", "/dev/shm", "/run/lock"):
         if os.path.isdir(path):
             _mount(libc, "tmpfs", path, "tmpfs", 0, "size=16m,mode=1777")
     for path in cfg["hide"]:
         if os.path.isdir(path):
             _mount(libc, "tmpfs", path, "tmpfs", 0, "size=1m,mode=0755")
+
+
+def _package_root() -> str:
+    """The folder that holds the ``metaedu`` package (a checkout, for an editable install)."""
+    import metaedu
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(metaedu.__file__)))
 
 
 def _top_under(path: str, home: str) -> str | None:
