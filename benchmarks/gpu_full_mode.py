@@ -13,6 +13,7 @@ budget allows, printed with the result; a full run trains far longer.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -22,32 +23,17 @@ from metaedu.data.glyphs import load_glyphs
 from metaedu.paper_results import paper
 from metaedu.runtime import get_device, preset, seed_everything
 from metaedu.tasks.episodes import EpisodeSampler
-from metaedu.training import train
 
 
 def timed_steps(step, minutes: float, max_steps: int, desc: str) -> int:
-    """Run ``step(i)`` until the budget or ``max_steps`` is reached; return the steps done."""
+    """Run ``step(i)`` until the time budget or ``max_steps`` is reached; return the steps done."""
     deadline = time.perf_counter() + 60 * minutes
     done = 0
-
-    def guarded(i):
-        nonlocal done
-        out = step(i)
-        done = i + 1
-        return out
-
-    class Budget(Exception):
-        pass
-
-    def budgeted(i):
-        if time.perf_counter() > deadline:
-            raise Budget
-        return guarded(i)
-
-    try:
-        train(budgeted, max_steps, progress=False, desc=desc)
-    except Budget:
-        pass
+    while done < max_steps and time.perf_counter() < deadline:
+        loss = float(step(done)["loss"])
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss became {loss} at step {done}")
+        done += 1
     return done
 
 
