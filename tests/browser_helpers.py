@@ -370,15 +370,29 @@ def move_slider(page, timeout: float = 180.0, wait_for_change: bool = True) -> S
     src_before = figure.get_attribute("src")
     before_png = figure.screenshot()
 
+    # The screenshot scrolled the figure into view, which can leave the controls just above it
+    # hidden under the notebook's toolbar: a drag there would press toolbar buttons (it once
+    # interrupted the kernel). Centre the slider, then make sure the handle is what the mouse hits.
+    slider.evaluate("node => node.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(300)
     track = slider.locator(".noUi-target").bounding_box()
     handle = slider.locator(".noUi-handle").first.bounding_box()
     x0, y0 = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    on_top = page.evaluate(
+        "([x, y]) => { const e = document.elementFromPoint(x, y);"
+        " return !!(e && e.closest('[data-slider-test] .noUi-handle')); }", [x0, y0])
+    if not on_top:
+        raise RuntimeError(f"the slider's handle at ({x0:.0f}, {y0:.0f}) is covered by another element; "
+                           "dragging there would not move it")
     step = track["width"] / 3
     x1 = x0 + step if x0 + step < track["x"] + track["width"] else x0 - step
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x1, y0, steps=8)
     page.mouse.up()
+    page.wait_for_timeout(300)
+    if readout.count() and readout.inner_text() == value_before:
+        raise RuntimeError(f"dragging the slider left its value at {value_before!r}")
 
     if wait_for_change:
         page.wait_for_function(
