@@ -218,6 +218,25 @@ def test_meta_training_beats_the_pretrained_baseline_after_one_step():
     assert maml.mean + maml.ci95 < pre.mean - pre.ci95, (maml, pre)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 2, 5])
+def test_meta_gradient_in_chunks_equals_the_per_task_loop(glyphs, chunk):
+    """Chunked backpropagation (auto = 4 tasks for Conv4 on the CPU; 2 leaves a remainder) gives the same gradient."""
+    torch.manual_seed(0)
+    model = Conv4(1, hidden=4, n_classes=3, track_running_stats=False).double()
+    learner = MAML(model, "cross_entropy", inner_lr=0.4, task_chunk=chunk)
+    eps = EpisodeSampler(glyphs.split("background"), 3, 1, 2, seed=1).sample(5)
+    eps.x_support, eps.x_query = eps.x_support.to(D), eps.x_query.to(D)
+    looped = torch.autograd.grad(per_task_meta_loss(learner, eps, 1), list(learner.parameters()))
+    learner.zero_grad(set_to_none=True)
+    loss, out = learner.meta_gradient(eps, 1)
+    assert out.shape == (5, 6, 3) and not out.requires_grad and not loss.requires_grad
+    torch.testing.assert_close(loss, per_task_meta_loss(learner, eps, 1).detach())
+    scale = max(float(b.abs().max()) for b in looped)
+    for p, b in zip(learner.parameters(), looped):
+        torch.testing.assert_close(p.grad, b, rtol=1e-6, atol=1e-9 * scale)
+    assert learner.chunk_size(5, "cpu") == (4 if chunk is None else min(chunk, 5))
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="loss must be one of"):
         MAML(MLP(), "hinge")
@@ -225,6 +244,8 @@ def test_bad_settings_are_named():
         MAML(MLP(), "mse", inner_lr=0.0)
     with pytest.raises(ValueError, match="track_running_stats=False"):
         MAML(Conv4(1, 4, 5), "cross_entropy")
+    with pytest.raises(ValueError, match="task_chunk"):
+        MAML(MLP(), "mse", task_chunk=0)
     with pytest.raises(ValueError, match="steps must be >= 0"):
         smooth_learner().adapt(torch.zeros(1, 2, 1, dtype=D), torch.zeros(1, 2, 1, dtype=D), -1)
     with pytest.raises(ValueError, match="labels"):

@@ -43,6 +43,9 @@ task dimension (no copy), the summed support losses are differentiated once
 the forward pass is batched per backbone (:mod:`metaedu.nn.functional`, which
 also states the batch-norm policy: each task's own batch statistics, no running
 statistics). The module is never copied and its parameters are never rewritten.
+Training calls :meth:`MAML.meta_gradient`, which backpropagates the meta-batch
+in chunks of tasks where that is faster (Conv4 on the CPU: 4 at a time) and
+keeps only one chunk's graph in memory.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class MAML(nn.Module):
         first_order: drop the second derivatives in the meta-gradient.
         meta_sgd: learn one alpha per parameter entry.
         anil: adapt only the head (:func:`head_names`) in the inner loop.
+        task_chunk: tasks per forward pass in :meth:`meta_gradient` (None: see :meth:`chunk_size`).
 
     Example::
 
@@ -175,7 +179,7 @@ class MAML(nn.Module):
     """
 
     def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01, first_order: bool = False,
-                 meta_sgd: bool = False, anil: bool = False) -> None:
+                 meta_sgd: bool = False, anil: bool = False, task_chunk: int | None = None) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -184,6 +188,9 @@ class MAML(nn.Module):
         check_batch_norm(model)
         self.model, self.loss, self.inner_lr = model, loss, float(inner_lr)
         self.first_order, self.meta_sgd, self.anil = first_order, meta_sgd, anil
+        if task_chunk is not None and task_chunk < 1:
+            raise ValueError(f"task_chunk must be a positive number of tasks or None, got {task_chunk!r}")
+        self.task_chunk = task_chunk
         names = [n for n, _ in model.named_parameters()]
         self.adapted = head_names(model) if anil else names  # the parameters the inner loop changes
         self.inner_lrs = nn.ParameterDict(
@@ -225,6 +232,11 @@ class MAML(nn.Module):
             path.append(fast)
         return path if keep_path else fast
 
+    def query_losses(self, x_support, y_support, x_query, y_query, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each task's query loss ``[tasks]`` after ``steps`` inner steps, and the query outputs."""
+        fast = self.adapt(x_support, y_support, steps)
+        return self.task_losses(fast, x_query, y_query)
+
     def meta_loss(self, tasks, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Meta-objective (eq. 2): mean over tasks of the query loss after ``steps`` inner steps.
 
@@ -232,9 +244,44 @@ class MAML(nn.Module):
         :class:`~metaedu.tasks.regression.RegressionTasks`. Returns the scalar loss
         and the query outputs ``[tasks, n_query_total, out]``.
         """
-        fast = self.adapt(tasks.x_support, tasks.y_support, steps)
-        loss, out = self.task_losses(fast, tasks.x_query, tasks.y_query)
+        loss, out = self.query_losses(tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query, steps)
         return loss.mean(), out
+
+    def chunk_size(self, tasks: int, device) -> int:
+        """How many tasks :meth:`meta_gradient` sends through the network at once.
+
+        ``task_chunk`` when it was given; otherwise all of them, except for a
+        convolutional backbone on the CPU, where 4 at a time is faster: a
+        32-task meta-batch of Conv4 activations no longer fits the caches, and
+        the convolutions themselves gain nothing from a larger batch (see
+        ``benchmarks/maml_speed.py``).
+        """
+        if self.task_chunk is not None:
+            return min(self.task_chunk, tasks)
+        if torch.device(device).type == "cpu" and isinstance(self.model, Conv4):
+            return min(4, tasks)
+        return tasks
+
+    def meta_gradient(self, tasks, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backpropagate the meta-objective into the parameters' ``.grad``; return it (detached) and the outputs.
+
+        The same gradient as ``meta_loss(tasks, steps)[0].backward()``, computed a
+        chunk of tasks at a time (:meth:`chunk_size`): the meta-loss is a mean over
+        tasks, so each chunk's share is backpropagated and then freed, and the
+        peak memory is that of one chunk. Gradients accumulate, as with
+        ``backward()``: zero them first.
+        """
+        n = tasks.x_support.shape[0]
+        size = self.chunk_size(n, tasks.x_support.device)
+        total, outs = 0.0, []
+        for start in range(0, n, size):
+            part = slice(start, start + size)
+            losses, out = self.query_losses(tasks.x_support[part], tasks.y_support[part], tasks.x_query[part],
+                                            tasks.y_query[part], steps)
+            (losses.sum() / n).backward()
+            total = total + losses.detach().sum()
+            outs.append(out.detach())
+        return total / n, torch.cat(outs)
 
     def predict(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, steps: int) -> torch.Tensor:
         """Adapt to each task's support set (no meta-gradient) and return the query outputs, detached."""
@@ -306,9 +353,8 @@ def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool
 
     def step(i: int) -> dict:
         tasks = sampler.sample(settings.meta_batch)
-        loss, out = learner.meta_loss(tasks, settings.inner_steps)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, out = learner.meta_gradient(tasks, settings.inner_steps)
         opt.step()
         metrics = {"loss": loss.detach()}
         if learner.loss == "cross_entropy":
