@@ -44,17 +44,18 @@ def mean_ci(values: Iterable[float] | torch.Tensor, unit: str = "%") -> Score:
 
 
 @torch.no_grad()
-def episode_accuracy(
+def episode_accuracies(
     predict: Callable[[Episodes], torch.Tensor],
     sampler: EpisodeSampler,
     n_episodes: int = 600,
     batch: int = 50,
-) -> Score:
-    """Accuracy (%) of ``predict`` over ``n_episodes`` test episodes.
+) -> torch.Tensor:
+    """Query accuracy (%) of ``predict`` on each of ``n_episodes`` test episodes: ``[n_episodes]``.
 
     ``predict(episodes)`` returns logits ``[tasks, n_query_total, n_way]`` or labels
-    ``[tasks, n_query_total]`` for the query sets; each episode contributes its
-    query accuracy as one sample of the interval.
+    ``[tasks, n_query_total]`` for the query sets. Two methods given samplers with
+    the same seed see the same episodes, so ``mean_ci(acc_a - acc_b)`` is their
+    paired difference (a sharper comparison than two separate intervals).
     """
     per_episode = []
     remaining = n_episodes
@@ -64,7 +65,21 @@ def episode_accuracy(
         labels = out.argmax(-1) if out.dim() == 3 else out
         per_episode.append((labels == eps.y_query).float().mean(1).cpu() * 100)
         remaining -= eps.tasks
-    return mean_ci(torch.cat(per_episode))
+    return torch.cat(per_episode)
+
+
+def episode_accuracy(
+    predict: Callable[[Episodes], torch.Tensor],
+    sampler: EpisodeSampler,
+    n_episodes: int = 600,
+    batch: int = 50,
+) -> Score:
+    """Accuracy (%) of ``predict`` over ``n_episodes`` test episodes, with its 95% interval.
+
+    Each episode contributes its query accuracy as one sample of the interval
+    (:func:`episode_accuracies`).
+    """
+    return mean_ci(episode_accuracies(predict, sampler, n_episodes, batch))
 
 
 @torch.no_grad()

@@ -297,3 +297,51 @@ def test_build_starts_c0_from_a_given_network():
     torch.testing.assert_close(meta.c0.detach(), theta0)
     with pytest.raises(ValueError, match="theta0 must be"):
         ml.build(s, image_size=12, theta0=theta0[:-1])
+
+
+# --- starting as the tuned fine-tune rule, paired evaluation ----------------------------------
+
+
+def test_start_as_finetune_sets_the_step_size_and_count_only_when_asked():
+    s = tiny_settings(finetune_start=True, forget_bias=(8.0, 8.0), weight_scale=0.0)
+    started = ml.start_as_finetune(s, lr=0.1, steps=6)
+    assert started.updates == 6 and s.updates == 3  # a copy; the original is untouched
+    meta = ml.build(started, image_size=12, seed=0)
+    assert abs(torch.sigmoid(meta.b_I).item() - 0.1) < 1e-6
+    # with zero gate weights the meta-learner is fine-tuning at lr 0.1, up to the forget gate sigmoid(8)
+    eps = random_episode()
+    _, trace, _ = ml.train_learner(meta, eps.x_support, eps.y_support, updates=started.updates, record=True)
+    torch.testing.assert_close(trace.input_gate, torch.full_like(trace.input_gate, 0.1))
+    assert torch.all(trace.forget_gate < 1) and torch.all(trace.forget_gate > 0.999)
+    paper = tiny_settings()  # finetune_start False: the paper's initialisation is kept
+    assert ml.start_as_finetune(paper, lr=0.1, steps=6) is paper
+    with pytest.raises(ValueError, match="step size"):
+        ml.start_as_finetune(s, lr=1.5, steps=6)
+    with pytest.raises(ValueError, match="step count"):
+        ml.start_as_finetune(s, lr=0.1, steps=0)
+
+
+def test_quick_settings_start_as_finetune_from_the_pretrained_network():
+    q = ml.Settings.quick()
+    assert q.finetune_start and q.warm_start
+    assert not ml.Settings.full().finetune_start  # full mode keeps the paper's initialisation
+
+
+def test_episode_accuracies_are_the_values_behind_episode_accuracy():
+    from metaedu.evaluation import episode_accuracies, episode_accuracy, mean_ci
+
+    data = tiny_class_set()
+    learner = ml.ConvLearner(3, 3, 2, image_size=12)
+    theta = learner.init(torch.Generator().manual_seed(0))
+    predict = baselines.nearest_neighbour_predictor(learner, theta)
+    accs = episode_accuracies(predict, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
+    assert accs.shape == (7,)
+    score = episode_accuracy(predict, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
+    assert abs(mean_ci(accs).mean - score.mean) < 1e-6 and abs(mean_ci(accs).ci95 - score.ci95) < 1e-6
+    # per episode: recomputed one batch at a time from the same sampler
+    eps = EpisodeSampler(data, 3, 2, 2, seed=4).sample(3)
+    direct = (predict(eps) == eps.y_query).float().mean(1) * 100
+    torch.testing.assert_close(accs[:3], direct)
+    # a method against itself on the same episodes: the paired difference is exactly zero
+    again = episode_accuracies(predict, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
+    assert mean_ci(accs - again).mean == 0.0
