@@ -326,7 +326,7 @@ def test_encoder_setting_is_checked_against_the_encoder_given():
     g = gen(17)
     images = torch.rand(60, 1, 5, 5, generator=g)
     data = ClassImageSet(images, torch.arange(10).repeat_interleave(6), [str(c) for c in range(10)])
-    pixels = replace(mann.MANNSettings.quick(), n_classes=3, per_class=4, image_size=5)
+    pixels = replace(mann.MANNSettings.quick(), n_classes=3, per_class=4, image_size=5, encoder="pixels")
     conv = replace(pixels, encoder="conv4")
     enc = lambda x: x.flatten(1)[:, :7]  # noqa: E731
     assert mann.make_sampler(conv, data, encoder=enc).input_size == 7 + 3
@@ -337,3 +337,44 @@ def test_encoder_setting_is_checked_against_the_encoder_given():
         mann.make_sampler(pixels, data, encoder=enc)
     with pytest.raises(ValueError, match="'pixels' or 'conv4'"):
         mann.make_sampler(replace(pixels, encoder="resnet"), data)
+
+
+@pytest.mark.parametrize("controller,key_strength,write_vector,heads",
+                         [("lstm", True, True, 1), ("lstm", False, False, 2), ("feedforward", True, False, 1)])
+def test_forward_matches_a_plain_step_by_step_loop(controller, key_strength, write_vector, heads):
+    """The forward pass precomputes the input share of the controller and fuses the heads' layers;
+    it must equal the obvious loop: controller on [x_t, y_{t-1}, r_{t-1}], then each head's layer."""
+    torch.manual_seed(1)
+    model = mann.MANN(11, 3, hidden=9, memory_slots=7, memory_size=5, read_heads=heads, controller=controller,
+                      key_strength=key_strength, write_vector=write_vector).double()
+    inputs = torch.rand(3, 8, 11, generator=gen(18), dtype=torch.double)
+    B, T, _ = inputs.shape
+    state = mann.initial_state(B, 7, 5, heads, dtype=torch.double)
+    reads, hc, expected = torch.zeros(B, heads * 5, dtype=torch.double), None, []
+    for t in range(T):
+        z = torch.cat([inputs[:, t], reads], -1)
+        if controller == "lstm":
+            hc = model.controller(z, hc)
+            h = hc[0]
+        else:
+            h = model.controller(z)
+        keys = torch.tanh(model.key(h)).view(B, heads, 5)
+        strength = 1 + F.softplus(model.strength(h)) if key_strength else None
+        values = torch.tanh(model.add(h)).view(B, heads, 5) if write_vector else None
+        state, r, _ = mann.lrua_step(state, keys, model.gate(h), model.gamma, strength, values)
+        reads = r.flatten(1)
+        expected.append(model.out(torch.cat([h, reads], -1)))
+    torch.testing.assert_close(model(inputs), torch.stack(expected, 1))
+
+
+def test_key_strength_starts_sharp_and_training_episodes_can_be_shorter():
+    model = mann.MANN(10, 3, hidden=8, memory_slots=4, memory_size=3, read_heads=1, key_strength=True)
+    beta = 1 + F.softplus(model.strength(torch.zeros(1, 8)))
+    assert float(beta.detach()) == pytest.approx(1 + math.log1p(math.exp(4.0)), rel=1e-5)
+    from dataclasses import replace
+
+    settings = replace(mann.MANNSettings.quick(), n_classes=3, per_class=5, train_per_class=2, image_size=5,
+                       encoder="pixels")
+    data = toy_sampler().episodes.data
+    assert mann.make_sampler(settings, data, training=True).length == 6
+    assert mann.make_sampler(settings, data).length == 15

@@ -132,3 +132,22 @@ def test_encoder_replaces_pixels_with_its_features():
         SequenceSampler(toy_set(), n_classes=3, per_class=4, encoder="conv4")
     with pytest.raises(ValueError, match="encoder"):
         SequenceSampler(toy_set(), n_classes=3, per_class=4, encoder=lambda x: x)  # keeps 4 dims
+
+
+def test_images_prepared_once_equal_images_prepared_at_each_draw():
+    """Pixels are resized once up front (before rotation) and encoder features computed once (without
+    rotations); both must give what resizing / encoding each drawn image would."""
+    data = ClassImageSet(torch.rand(48, 1, 6, 6, generator=torch.Generator().manual_seed(0)),
+                         torch.arange(8).repeat_interleave(6), [f"c{c}" for c in range(8)])
+    pool = lambda images: F.avg_pool2d(images, 3).flatten(1)  # noqa: E731  [n, 4], resizing 6 -> 2
+    rotations = (0, 90, 180, 270)
+    prepared = SequenceSampler(data, 3, 4, image_size=2, rotations=rotations, seed=4)
+    at_draw = SequenceSampler(data, 3, 4, image_size=2, rotations=rotations, seed=4, encoder=pool)
+    assert prepared.prepared == "resized" and at_draw.prepared == "none"
+    a, b = prepared.sample(5), at_draw.sample(5)
+    assert torch.equal(a.y, b.y) and torch.allclose(a.x, b.x, atol=1e-6)
+    encoded = SequenceSampler(data, 3, 4, image_size=2, seed=4, encoder=pool)
+    plain = SequenceSampler(data, 3, 4, image_size=6, seed=4)
+    assert encoded.prepared == "encoded"
+    c, d = encoded.sample(5), plain.sample(5)
+    assert torch.allclose(c.x, pool(d.x.view(-1, 1, 6, 6)).view(5, 12, 4), atol=1e-6)

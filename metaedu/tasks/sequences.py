@@ -32,12 +32,12 @@ Shapes of a :class:`Sequences` batch (``B`` episodes, ``T`` steps, ``D`` pixels)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from metaedu.data.base import ClassImageSet
+from metaedu.data.base import ClassImageSet, to_float
 from metaedu.tasks.episodes import EpisodeSampler
 
 
@@ -98,6 +98,19 @@ def instance_numbers(y: torch.Tensor) -> torch.Tensor:
     return torch.gather(seen, 2, y.unsqueeze(-1)).squeeze(-1)
 
 
+def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """``[n, C, H, W]`` float images -> ``[n, C, size, size]`` by area averaging."""
+    return torch.cat([F.interpolate(images[i:i + chunk], size=(size, size), mode="area")
+                      for i in range(0, len(images), chunk)])
+
+
+@torch.no_grad()
+def _encode_all(encoder, images: torch.Tensor, device, chunk: int = 1024) -> torch.Tensor:
+    """Every image through the encoder once: ``[n, C, H, W]`` -> ``[n, D]`` (on the CPU)."""
+    return torch.cat([encoder(to_float(images[i:i + chunk]).to(device)).cpu()
+                      for i in range(0, len(images), chunk)])
+
+
 class SequenceSampler:
     """Draws batches of MANN episodes from a class-indexed image set.
 
@@ -139,9 +152,6 @@ class SequenceSampler:
         if int(per_class) != per_class or not 1 <= per_class <= fewest:
             raise ValueError(f"per_class must be an integer in 1..{fewest} ({data.name} has {fewest} images in its "
                              f"smallest class), got {per_class!r}")
-        # one image sampler does the drawing: n_classes "ways", per_class "shots", no queries
-        self.episodes = EpisodeSampler(data, n_way=n_classes, k_shot=per_class, n_query=0,
-                                       rotations=rotations, device=device, seed=seed)
         self.n_classes, self.per_class = int(n_classes), int(per_class)
         self.image_size = int(image_size)
         self.label_length = int(label_length)
@@ -158,6 +168,19 @@ class SequenceSampler:
             if probe.dim() != 2 or probe.shape[0] != 1:
                 raise ValueError(f"encoder must map [n, C, H, W] to [n, D], got output shape {tuple(probe.shape)}")
             self.feature_size = int(probe.shape[1])
+        # The images are fixed, so they are prepared once here rather than at every draw: resized
+        # (area averaging commutes with the 90-degree rotations of square images), or, without
+        # rotations, put through the encoder ([n, D] stored as [n, D, 1, 1] images).
+        self.prepared = "none"
+        if encoder is None and data.image_shape[-2:] != (self.image_size, self.image_size):
+            data = replace(data, images=_resize(to_float(data.images), self.image_size))
+            self.prepared = "resized"
+        elif encoder is not None and tuple(int(r) % 360 for r in rotations) == (0,):
+            data = replace(data, images=_encode_all(encoder, data.images, self.device)[..., None, None])
+            self.prepared = "encoded"
+        # one image sampler does the drawing: n_classes "ways", per_class "shots", no queries
+        self.episodes = EpisodeSampler(data, n_way=n_classes, k_shot=per_class, n_query=0,
+                                       rotations=rotations, device=device, seed=seed)
 
     @property
     def length(self) -> int:
@@ -188,12 +211,9 @@ class SequenceSampler:
         order = torch.rand(B, T, generator=self.generator).argsort(1).to(self.device)  # [B, T]
         x = x[torch.arange(B, device=self.device)[:, None], order]
         y = torch.gather(y, 1, order)
-        if self.encoder is not None:
+        if self.encoder is not None and self.prepared != "encoded":  # rotated images: encoded as drawn
             with torch.no_grad():
                 x = self.encoder(x.reshape(B * T, *x.shape[2:])).reshape(B, T, -1)  # [B, T, D]
-        elif x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            flat = x.reshape(B * T, *x.shape[2:])
-            x = F.interpolate(flat, size=(self.image_size, self.image_size), mode="area").reshape(B, T, -1)
         x = x.reshape(B, T, -1)  # [B, T, D]
         if self.label_length == 1:
             targets = y.unsqueeze(-1)  # [B, T, 1]

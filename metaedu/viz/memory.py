@@ -73,9 +73,14 @@ def plot_memory_trace(trace: dict, seq, episode: int = 0, max_slots: int | None 
     return fig
 
 
-def plot_memory_step(trace: dict, seq, t: int, episode: int = 0, predicted=None, image_size: int | None = None):
-    """The memory at one step of an episode: the input, the memory matrix and the weights over slots."""
-    x = seq.x[episode, t].cpu().numpy()
+def plot_memory_step(trace: dict, seq, t: int, episode: int = 0, predicted=None, image_size: int | None = None,
+                     images=None):
+    """The memory at one step of an episode: the input, the memory matrix and the weights over slots.
+
+    ``images`` (``[B, T, ...]``, e.g. the pixels of the same episode) is shown instead of ``seq.x``
+    when the network's inputs are not pixels (encoder features).
+    """
+    x = (seq.x if images is None else images)[episode, t].cpu().numpy()
     side = image_size or int(round(np.sqrt(x.size)))
     memory = trace["memory"][episode, t].cpu().numpy()  # [N, M]
     read_w = trace["read_w"][episode, t].sum(0).cpu().numpy()  # [N]
