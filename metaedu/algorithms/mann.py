@@ -112,7 +112,7 @@ class MANNSettings:
         Every choice here that is not the paper's is chosen on meta-validation alphabets (never evaluation)."""
         return cls(train_per_class=5, image_size=10, rotations=(0,), hidden=96, memory_slots=32, memory_size=32,
                    read_heads=1, key_strength=True, write_vector=True, baseline_hidden=96, optimizer="adam",
-                   lr=3e-3, batch=16, steps=900, baseline_steps=900, eval_episodes=200, encoder="conv4")
+                   lr=3e-3, batch=16, steps=900, baseline_steps=900, encoder="conv4")
 
     @classmethod
     def full(cls) -> "MANNSettings":
