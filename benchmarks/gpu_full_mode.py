@@ -13,8 +13,6 @@ budget allows, printed with the result; a full run trains far longer.
 from __future__ import annotations
 
 import argparse
-import math
-import time
 
 import torch
 
@@ -23,18 +21,6 @@ from metaedu.data.glyphs import load_glyphs
 from metaedu.paper_results import paper
 from metaedu.runtime import get_device, preset, seed_everything
 from metaedu.tasks.episodes import EpisodeSampler
-
-
-def timed_steps(step, minutes: float, max_steps: int, desc: str) -> int:
-    """Run ``step(i)`` until the time budget or ``max_steps`` is reached; return the steps done."""
-    deadline = time.perf_counter() + 60 * minutes
-    done = 0
-    while done < max_steps and time.perf_counter() < deadline:
-        loss = float(step(done)["loss"])
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {loss} at step {done}")
-        done += 1
-    return done
 
 
 def main() -> None:
@@ -50,25 +36,13 @@ def main() -> None:
     background, evaluation = glyphs.split("background"), glyphs.split("evaluation")
     rows = []
 
+    budget = 60 * args.minutes
+
     # Prototypical Networks, full preset
     ps = preset(protonet.ProtoNetSettings, "full")
-    model = protonet.ProtoNet(ps).to(device)
-    sampler = EpisodeSampler(background, ps.train_way, ps.train_shot, ps.train_query, rotations=ps.rotations, device=device)
-    opt = torch.optim.Adam(model.parameters(), lr=ps.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=ps.lr_halve_every, gamma=0.5)
-
-    def proto_step(i):
-        eps = sampler.sample(ps.tasks)
-        loss = protonet.episode_loss(model(eps), eps.y_query)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        return {"loss": loss.detach()}
-
-    start = time.perf_counter()
-    done = timed_steps(proto_step, args.minutes, ps.steps, "ProtoNet")
-    print(f"ProtoNet: {done} of {ps.steps} full-preset steps in {time.perf_counter() - start:.0f} s on {name}", flush=True)
+    model, history = protonet.train_protonet(ps, background, device, max_seconds=budget)
+    done = history.steps_done
+    print(f"ProtoNet: {done} of {ps.steps} full-preset steps in {history.seconds:.0f} s on {name}", flush=True)
     for n, k in ((5, 1), (5, 5), (20, 1), (20, 5)):
         score = protonet.evaluate(model, evaluation, n, k, n_episodes=args.episodes, device=device)
         rows.append(("Prototypical Networks", f"{n}-way {k}-shot", score, paper("Prototypical Networks", "Omniglot", f"{n}-way {k}-shot"), done))
@@ -77,19 +51,9 @@ def main() -> None:
     ms = preset(maml.GlyphSettings, "full")
     learner = maml.glyph_learner(ms, device=device)
     msampler = EpisodeSampler(background, ms.n_way, ms.k_shot, ms.n_query, device=device, seed=1)
-    mopt = torch.optim.Adam(learner.parameters(), lr=ms.outer_lr)
-
-    def maml_step(i):
-        tasks = msampler.sample(ms.meta_batch)
-        loss, _ = learner.meta_loss(tasks, ms.inner_steps)
-        mopt.zero_grad(set_to_none=True)
-        loss.backward()
-        mopt.step()
-        return {"loss": loss.detach()}
-
-    start = time.perf_counter()
-    done = timed_steps(maml_step, args.minutes, ms.steps, "MAML")
-    print(f"MAML: {done} of {ms.steps} full-preset steps in {time.perf_counter() - start:.0f} s on {name}", flush=True)
+    history = maml.meta_train(learner, msampler, ms, max_seconds=budget)
+    done = history.steps_done
+    print(f"MAML: {done} of {ms.steps} full-preset steps in {history.seconds:.0f} s on {name}", flush=True)
     test = EpisodeSampler(evaluation, ms.n_way, ms.k_shot, ms.n_query, device=device, seed=2)
     score = maml.evaluate_episodes(learner, test, ms.test_inner_steps, n_episodes=args.episodes)
     rows.append(("MAML", "5-way 1-shot", score, paper("MAML", "Omniglot", "5-way 1-shot"), done))

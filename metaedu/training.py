@@ -38,6 +38,11 @@ class History:
     def __getitem__(self, key: str) -> list[float]:
         return self.metrics[key]
 
+    @property
+    def steps_done(self) -> int:
+        """Steps run so far (the last step is always logged)."""
+        return self.steps[-1] + 1 if self.steps else 0
+
     def smoothed(self, key: str, window: int = 20) -> list[float]:
         """Running mean over the last ``window`` logged values (for learning-curve plots)."""
         values = self.metrics[key]
@@ -106,6 +111,7 @@ def train(
     log_every: int = 1,
     progress: bool = True,
     desc: str = "meta-training",
+    max_seconds: float | None = None,
 ) -> History:
     """Run ``step(i)`` for ``i`` in ``0 .. n_steps - 1`` and return the :class:`History`.
 
@@ -117,6 +123,8 @@ def train(
         checkpoint: file to save to every ``checkpoint_every`` steps and at the end; if it
             exists, training resumes from it.
         log_every: record metrics every this many steps.
+        max_seconds: stop after the step that uses up this much wall time (a time budget, e.g.
+            for a benchmark); ``history.steps_done`` says how far training got.
     Raises:
         FloatingPointError: a metric became NaN or infinite (naming the step and the metric);
             the last checkpoint is left untouched.
@@ -141,12 +149,16 @@ def train(
                 f"{desc}: {', '.join(bad)} became {values[bad[0]]} at step {i}; "
                 "lower the learning rate or check the inputs (the last checkpoint was kept)"
             )
-        if i % log_every == 0 or i == n_steps - 1:
+        out_of_time = max_seconds is not None and time.perf_counter() - began >= max_seconds
+        last = i == n_steps - 1 or out_of_time
+        if i % log_every == 0 or last:
             history.log(i, values)
         if "loss" in values and i % 10 == 0:
             bar.set_postfix(loss=f"{values['loss']:.3f}")
-        if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i == n_steps - 1):
+        if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or last):
             history.seconds = time.perf_counter() - began
             save_checkpoint(Path(checkpoint), i + 1, state, history)
+        if out_of_time:
+            break
     history.seconds = time.perf_counter() - began
     return history

@@ -43,6 +43,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert hist.steps[0] == 0 and hist.steps[-1] == 39 and len(hist.steps) == 40
 
 
+def test_time_budget_stops_after_the_step_that_uses_it_up(tmp_path):
+    import time
+
+    calls = []
+
+    def step(i):
+        calls.append(i)
+        time.sleep(0.02)
+        return {"loss": torch.tensor(1.0)}
+
+    ckpt = tmp_path / "budget.pt"
+    hist = train(step, 1000, checkpoint=ckpt, checkpoint_every=10_000, log_every=7, progress=False, max_seconds=0.1)
+    assert 3 <= len(calls) < 1000 and hist.steps_done == len(calls)
+    assert hist.steps[-1] == calls[-1] and hist.seconds >= 0.1
+    assert ckpt.exists()  # the stopping point is saved, so a later run can resume from it
+    assert train(step, 5, progress=False).steps_done == 5  # no budget: every step
+
+
 def test_nan_guard_names_the_step(tmp_path):
     def step(i):
         return {"loss": torch.tensor(float("nan") if i == 3 else 1.0)}

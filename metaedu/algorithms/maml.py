@@ -343,7 +343,8 @@ def glyph_learner(settings: GlyphSettings, in_channels: int = 1, image_size: int
                 settings.meta_sgd, settings.anil).to(device)
 
 
-def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool = True, desc: str = "MAML") -> History:
+def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool = True, desc: str = "MAML",
+               max_seconds: float | None = None) -> History:
     """Meta-train with Adam (eq. 3) on meta-batches from ``sampler`` (``SinusoidTasks`` or ``EpisodeSampler``).
 
     Logs the meta-loss (query loss after adaptation) and, for classification,
@@ -362,7 +363,8 @@ def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool
         return metrics
 
     state = {"learner": learner, "opt": opt, "sampler": sampler.generator}
-    return train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc)
+    return train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc,
+                 max_seconds=max_seconds)
 
 
 def pretrain(model: nn.Module, sampler, settings: SinusoidSettings, progress: bool = True) -> History:

@@ -166,6 +166,7 @@ def train_protonet(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     model: ProtoNet | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[ProtoNet, History]:
     """Meta-train on episodes of ``data`` (the background split); returns the model and its history."""
     device = torch.device(device)
@@ -189,7 +190,7 @@ def train_protonet(
         return {"loss": loss.detach(), "accuracy": acc}
 
     history = train(step, settings.steps, state={"model": model, "opt": opt, "sched": sched, "sampler": sampler.generator},
-                    checkpoint=checkpoint, progress=progress, desc="ProtoNet")
+                    checkpoint=checkpoint, progress=progress, desc="ProtoNet", max_seconds=max_seconds)
     return model, history
 
 
