@@ -78,17 +78,21 @@ class EmbeddedSet(ClassImageSet):
 
 
 @torch.no_grad()
-def embed_set(encoder: nn.Module, data: ClassImageSet, device: str | torch.device = "cpu", batch: int = 1000) -> EmbeddedSet:
-    """Embed every image of ``data`` once with ``encoder`` (in evaluation mode); keep labels and groups."""
+def embed_set(encoder, data: ClassImageSet, device: str | torch.device = "cpu", batch: int = 1000) -> EmbeddedSet:
+    """Embed every image of ``data`` once with ``encoder`` (a module, run in evaluation mode, or any
+    function ``[n, C, H, W] -> [n, D]``); keep labels and groups."""
     if isinstance(data, EmbeddedSet):
         raise ValueError(f"{data.name} is already embedded; pass the image set")
-    was_training = encoder.training
-    encoder.eval()
+    module = isinstance(encoder, nn.Module)
+    was_training = encoder.training if module else False
+    if module:
+        encoder.eval()
     chunks = []
     for start in range(0, len(data.targets), batch):
         x = to_float(data.images[start : start + batch]).to(device)
         chunks.append(encoder(x))  # [batch, D]
-    encoder.train(was_training)
+    if module:
+        encoder.train(was_training)
     z = torch.cat(chunks)  # [N, D]
     out = EmbeddedSet(
         images=z[:, :, None, None],

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.nn.distances import embed_set
 from metaedu.tasks.episodes import EpisodeSampler
 
 
@@ -101,13 +102,6 @@ def instance_numbers(y: torch.Tensor) -> torch.Tensor:
 def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """``[n, C, H, W]`` float images -> ``[n, C, size, size]`` by area averaging."""
     return torch.cat([F.interpolate(images[i:i + chunk], size=(size, size), mode="area")
-                      for i in range(0, len(images), chunk)])
-
-
-@torch.no_grad()
-def _encode_all(encoder, images: torch.Tensor, device, chunk: int = 1024) -> torch.Tensor:
-    """Every image through the encoder once: ``[n, C, H, W]`` -> ``[n, D]`` (on the CPU)."""
-    return torch.cat([encoder(to_float(images[i:i + chunk]).to(device)).cpu()
                       for i in range(0, len(images), chunk)])
 
 
@@ -176,7 +170,7 @@ class SequenceSampler:
             data = replace(data, images=_resize(to_float(data.images), self.image_size))
             self.prepared = "resized"
         elif encoder is not None and tuple(int(r) % 360 for r in rotations) == (0,):
-            data = replace(data, images=_encode_all(encoder, data.images, self.device)[..., None, None])
+            data = embed_set(encoder, data, self.device)
             self.prepared = "encoded"
         # one image sampler does the drawing: n_classes "ways", per_class "shots", no queries
         self.episodes = EpisodeSampler(data, n_way=n_classes, k_shot=per_class, n_query=0,
