@@ -138,7 +138,7 @@ class GlyphSettings:
         if mode == "full":
             return cls(n_way=20, inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
         return cls(n_way=20, hidden=16, n_query=2, inner_lr=0.1, inner_steps=1, test_inner_steps=5,
-                   meta_batch=4, steps=80, outer_lr=0.005, eval_episodes=60)
+                   meta_batch=4, steps=80, outer_lr=0.005, eval_episodes=40)
 
 
 # ----------------------------------------------------------------------------- the learner
