@@ -104,15 +104,20 @@ class MANNSettings:
     seed: int = 0  # seeds the samplers and the initial weights
     encoder: str = "pixels"  # "pixels" (the paper) or "conv4": a fixed Conv4 pretrained as a plain classifier
     encoder_epochs: int = 2  # epochs of that classifier over the background images (encoder="conv4" only)
+    encoder_batch: int = 128  # images per step of that classifier
+    encoder_lr: float = 1e-3  # its Adam step size
 
     @classmethod
     def quick(cls) -> "MANNSettings":
         """A 2-core CPU in lecture time: a fixed pretrained Conv4 encoder instead of pixels, training episodes
         of 5 images per class, a small memory, one head, sharpened reads, a separate write vector, Adam.
-        Every choice here that is not the paper's is chosen on meta-validation alphabets (never evaluation)."""
+        Every choice here that is not the paper's is chosen on meta-validation alphabets (never evaluation);
+        the encoder's one epoch of batches of 64 at step 2e-3 gives a nearest neighbour there about as good as
+        two epochs of 128 at 1e-3, in half the time."""
         return cls(train_per_class=5, image_size=10, rotations=(0,), hidden=96, memory_slots=32, memory_size=32,
                    read_heads=1, key_strength=True, write_vector=True, baseline_hidden=96, optimizer="adam",
-                   lr=3e-3, batch=16, steps=900, baseline_steps=900, encoder="conv4")
+                   lr=3e-3, batch=16, steps=900, baseline_steps=900, encoder="conv4",
+                   encoder_epochs=1, encoder_batch=64, encoder_lr=2e-3)
 
     @classmethod
     def full(cls) -> "MANNSettings":
@@ -381,7 +386,7 @@ def pretrain_encoder(settings: MANNSettings, background, device="cpu", progress:
     from metaedu.algorithms.transfer import TransferSettings, pretrain_classifier
 
     ts = TransferSettings.quick()
-    ts.epochs = settings.encoder_epochs
+    ts.epochs, ts.batch_size, ts.lr = settings.encoder_epochs, settings.encoder_batch, settings.encoder_lr
     net, _ = pretrain_classifier(background, ts, device=device, seed=settings.seed, progress=progress)
     net.eval()
     for p in net.parameters():
