@@ -2,15 +2,18 @@
 
 Every algorithm's settings are a dataclass with two presets, ``quick()`` (a
 laptop CPU in lecture time) and ``full()`` (a GPU, the paper's setting);
-:func:`preset` picks one from the notebook's ``MODE`` parameter.
+:func:`preset` picks one from the notebook's ``MODE`` parameter. Also here,
+because every layer of the package needs it: :func:`evaluation_mode`, the one
+way to run modules in evaluation mode for a while.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -132,3 +135,23 @@ def preset(settings_cls: type[T], mode: str, **overrides) -> T:
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings
+
+
+@contextmanager
+def evaluation_mode(*modules) -> Iterator[None]:
+    """Run a block with ``modules`` in evaluation mode; every submodule's own mode is restored after.
+
+    Batch norm then uses its running statistics (and dropout is off). Arguments that are not
+    ``torch.nn.Module`` (e.g. a plain encoder function) are left alone, so callers need not check.
+    Restoring each submodule's flag, not one flag for the whole model, keeps a frozen part that
+    was deliberately left in evaluation mode as it was.
+    """
+    saved = [(m, m.training) for module in modules if isinstance(module, torch.nn.Module) for m in module.modules()]
+    try:
+        for module in modules:
+            if isinstance(module, torch.nn.Module):
+                module.eval()
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training

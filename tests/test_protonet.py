@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metaedu.algorithms import protonet
-from metaedu.nn.distances import embed_set
+from metaedu.data.embedded import embed_set
 from metaedu.tasks.episodes import EpisodeSampler
 
 

@@ -39,18 +39,10 @@ import torch
 from torch import nn
 
 from metaedu.data.base import ClassImageSet
-from metaedu.evaluation import Score
+from metaedu.data.embedded import EmbeddedSet, embed_set
+from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import (
-    predict_eval_mode,
-    EmbeddedSet,
-    cosine_similarity,
-    embed_set,
-    encode,
-    evaluate_metric_model,
-    one_hot_labels,
-    squared_euclidean,
-)
+from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, predict_eval_mode, squared_euclidean
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.training import History, train
 

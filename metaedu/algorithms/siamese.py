@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from metaedu.data.base import ClassImageSet
-from metaedu.evaluation import Score, mean_ci
+from metaedu.evaluation import Score, evaluate_metric_model, mean_ci
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import predict_eval_mode, encode, evaluate_metric_model, one_hot_labels
+from metaedu.nn.distances import encode, one_hot_labels, predict_eval_mode
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.training import History, train
 
@@ -227,7 +227,7 @@ def accuracy_of_scores(p: torch.Tensor, y: torch.Tensor) -> Score:
 def evaluate(model: SiameseNet, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
              n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
     """N-way K-shot accuracy (%) and 95% interval on episodes of ``data``
-    (an image set, or ``metaedu.nn.distances.embed_set(model.encoder, data)`` for speed)."""
+    (an image set, or ``metaedu.data.embedded.embed_set(model.encoder, data)`` for speed)."""
     s = model.settings
     return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
                                  device=device, seed=seed)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from metaedu.data.base import ClassImageSet, to_float
-from metaedu.nn.distances import embed_set
+from metaedu.data.embedded import embed_set
 from metaedu.tasks.episodes import EpisodeSampler
 
 
