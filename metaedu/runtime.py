@@ -9,6 +9,8 @@ way to run modules in evaluation mode for a while.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 from contextlib import contextmanager
@@ -125,16 +127,50 @@ def preset(settings_cls: type[T], mode: str, **overrides) -> T:
     """Return ``settings_cls.quick()`` or ``settings_cls.full()``, with fields overridden.
 
     Every algorithm's settings dataclass defines both classmethods; this is the
-    one place where a notebook's ``MODE`` turns into hyper-parameters.
+    one place where a notebook's ``MODE`` turns into hyper-parameters. The
+    overrides go through ``dataclasses.replace``, so the class's ``__post_init__``
+    checks them like any other value (an unknown name is a ``TypeError``, an
+    impossible value a ``ValueError``).
     """
     check_mode(mode)
+    if not dataclasses.is_dataclass(settings_cls):
+        raise TypeError(f"{settings_cls.__name__} is not a settings dataclass")
     settings = getattr(settings_cls, mode)()
-    unknown = set(overrides) - set(getattr(settings, "__dataclass_fields__", {}))
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(settings)}
     if unknown:
         raise TypeError(f"{settings_cls.__name__} has no field(s) {sorted(unknown)}")
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    return settings
+    return dataclasses.replace(settings, **overrides)
+
+
+def check_settings(settings, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                   choices: dict[str, tuple] | None = None) -> None:
+    """Reject impossible values of a settings dataclass with a message naming the field.
+
+    ``positive`` fields must be > 0 (a tuple: non-empty, every entry > 0; ``None`` is allowed
+    where the field's type admits it), ``non_negative`` fields >= 0, and ``choices`` maps a
+    field to its allowed values. A settings class calls this from ``__post_init__``.
+    """
+    name = type(settings).__name__
+    for field in positive:
+        value = getattr(settings, field)
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and (not values or not all(_is_number(v) and v > 0 for v in values)):
+            raise ValueError(f"{name}.{field} must be {'positive numbers' if isinstance(value, tuple) else 'positive'}, "
+                             f"got {value!r}")
+    for field in non_negative:
+        value = getattr(settings, field)
+        if not (_is_number(value) and value >= 0):
+            raise ValueError(f"{name}.{field} must be zero or positive, got {value!r}")
+    for field, allowed in (choices or {}).items():
+        value = getattr(settings, field)
+        if value not in allowed:
+            names = [repr(a) for a in allowed]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+            raise ValueError(f"{name}.{field} must be {listed}, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @contextmanager

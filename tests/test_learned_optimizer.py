@@ -220,7 +220,7 @@ def test_unroll_and_test_run_follow_the_same_trajectory():
 
 def test_meta_training_reduces_meta_loss_on_tiny_problem():
     torch.manual_seed(0)
-    s = lo.Settings(hidden=8, horizon=10, unroll=5, meta_lr=1e-2, quad_dim=3)
+    s = lo.LearnedOptimizerSettings(hidden=8, horizon=10, unroll=5, meta_lr=1e-2, quad_dim=3)
     opt = lo.CoordinatewiseLSTM.from_settings(s)
     held_out = lo.QuadraticProblem.from_settings(s, seed=99).sample(64)
     before = float(lo.optimize_learned(opt, held_out, s.horizon)[1:].mean())
@@ -232,7 +232,10 @@ def test_meta_training_reduces_meta_loss_on_tiny_problem():
 
 
 def test_meta_train_rejects_horizon_not_multiple_of_unroll():
-    s = lo.Settings(horizon=10, unroll=3)
+    with pytest.raises(ValueError, match="multiple of the unroll"):
+        lo.LearnedOptimizerSettings(horizon=10, unroll=3)
+    s = lo.LearnedOptimizerSettings(horizon=10, unroll=5)
+    s.unroll = 3  # changed after the checks ran
     with pytest.raises(ValueError, match="multiple of the unroll"):
         lo.meta_train(lo.CoordinatewiseLSTM(), lo.QuadraticProblem(), s, 1, 1, progress=False)
 

@@ -32,10 +32,10 @@ def reference_net(learner: ml.ConvLearner) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def tiny_settings(**kw) -> ml.Settings:
+def tiny_settings(**kw) -> ml.MetaLSTMSettings:
     base = dict(n_way=3, k_shot=2, n_query=2, filters=3, blocks=2, lstm_hidden=5, updates=3, meta_batch=2)
     base.update(kw)
-    return ml.Settings(**base)
+    return ml.MetaLSTMSettings(**base)
 
 
 def random_episode(tasks=2, n_way=3, k_shot=2, n_query=2, size=12, seed=0, dtype=torch.float32):
@@ -264,8 +264,8 @@ def test_tune_finetune_picks_the_best_cell_of_independent_runs():
     data = grouped_class_set()
     learner = ml.ConvLearner(3, 3, 2, image_size=12)
     theta = learner.init(torch.Generator().manual_seed(0))
-    s = baselines.Settings(finetune_lrs=(0.05, 0.5), finetune_step_grid=(3, 1), tune_episodes=6)
-    tuning = baselines.tune_finetune(learner, theta, data, s, k_shot=2, n_query=2, seed=5)
+    s = baselines.BaselineSettings(finetune_lrs=(0.05, 0.5), finetune_step_grid=(3, 1), tune_episodes=6, tune_query=2)
+    tuning = baselines.tune_finetune(learner, theta, data, s, k_shot=2, seed=5)
     assert set(tuning.accuracy) == {(0.05, 1), (0.05, 3), (0.5, 1), (0.5, 3)}
     eps = EpisodeSampler(data, 3, 2, 2, seed=5).sample(6)  # the same episodes, each cell run from scratch
     for (lr, steps), acc in tuning.accuracy.items():
@@ -322,9 +322,9 @@ def test_start_as_finetune_sets_the_step_size_and_count_only_when_asked():
 
 
 def test_quick_settings_start_as_finetune_from_the_pretrained_network():
-    q = ml.Settings.quick()
+    q = ml.MetaLSTMSettings.quick()
     assert q.finetune_start and q.warm_start
-    assert not ml.Settings.full().finetune_start  # full mode keeps the paper's initialisation
+    assert not ml.MetaLSTMSettings.full().finetune_start  # full mode keeps the paper's initialisation
 
 
 def test_episode_accuracies_are_the_values_behind_episode_accuracy():

@@ -19,7 +19,7 @@ the same rule as the learner's: statistics of D_train, applied to D_test as well
 baselines' hyper-parameters on validation data. Here :func:`validation_split` holds out
 whole background alphabets as a meta-validation set (never the evaluation split, which
 is only used for the final table), and :func:`tune_finetune` runs the grid
-``Settings.finetune_lrs`` x ``Settings.finetune_step_grid`` on validation episodes and
+``BaselineSettings.finetune_lrs`` x ``BaselineSettings.finetune_step_grid`` on validation episodes and
 picks the best cell. Pre-training and meta-training use the remaining background alphabets.
 """
 
@@ -32,15 +32,16 @@ import torch.nn.functional as F
 
 from metaedu.algorithms.meta_lstm import ConvLearner, query_logits
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
 
 
-#: The quick-mode choice of tune_finetune (see Settings.finetune_chosen); reproduced by running this module.
+#: The quick-mode choice of tune_finetune (see BaselineSettings.finetune_chosen); reproduced by running this module.
 QUICK_FINETUNE = ((1, 0.03, 10), (5, 0.1, 20))
 
 
 @dataclass
-class Settings:
+class BaselineSettings:
     """Pre-training and fine-tuning hyper-parameters of the baselines."""
 
     pretrain_steps: int = 300  # Adam steps of whole-set classification
@@ -54,15 +55,33 @@ class Settings:
     # (k_shot, lr, steps) that tune_finetune chose on meta-validation episodes for the quick-mode network
     # (seed 0); ``python -m metaedu.algorithms.baselines`` reruns that grid. None: run the grid at run time.
     finetune_chosen: tuple[tuple[int, float, int], ...] | None = None
+    tune_query: int = 15  # D_test images per class in the meta-validation episodes of the grid
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> "BaselineSettings":
         return cls(finetune_chosen=QUICK_FINETUNE)
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> "BaselineSettings":
         return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
                    finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("pretrain_steps", "batch_size", "pretrain_lr", "finetune_lrs",
+                                       "finetune_step_grid", "tune_episodes", "tune_query"),
+                       non_negative=("tune_tolerance",))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"BaselineSettings.val_fraction must lie in (0, 1), got {self.val_fraction!r}")
+        if any(int(n) != n for n in self.finetune_step_grid):
+            raise ValueError(f"BaselineSettings.finetune_step_grid must hold whole step counts, "
+                             f"got {self.finetune_step_grid!r}")
+        for row in self.finetune_chosen or ():
+            if len(row) != 3 or row[0] < 1 or not row[1] > 0 or int(row[2]) != row[2] or row[2] < 1:
+                raise ValueError(f"BaselineSettings.finetune_chosen holds (k_shot, lr, steps) rows, got {row!r}")
+
+
+#: The class's earlier name, still used by lecture 02; drop it once the lecture says BaselineSettings.
+Settings = BaselineSettings
 
 
 def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0) -> tuple[ClassImageSet, ClassImageSet]:
@@ -97,7 +116,7 @@ def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0)
 
 
 def pretrain(
-    learner: ConvLearner, data: ClassImageSet, settings: Settings, device="cpu", seed: int = 0, progress: bool = True
+    learner: ConvLearner, data: ClassImageSet, settings: BaselineSettings, device="cpu", seed: int = 0, progress: bool = True
 ) -> tuple[torch.Tensor, "object"]:
     """Train the learner's conv blocks (with an ``n_classes``-way head) to classify every image of ``data``.
 
@@ -166,8 +185,8 @@ class Tuning:
 
 
 def tune_finetune(
-    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: Settings, k_shot: int,
-    n_query: int = 15, device="cpu", seed: int = 0,
+    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: BaselineSettings, k_shot: int,
+    device="cpu", seed: int = 0,
 ) -> Tuning:
     """Grid-search the fine-tune step size and step count on meta-validation episodes.
 
@@ -182,8 +201,8 @@ def tune_finetune(
     if not grid or grid[0] < 1 or not settings.finetune_lrs:
         raise ValueError(f"tune_finetune needs step counts >= 1 and step sizes, got {settings.finetune_step_grid}, "
                          f"{settings.finetune_lrs}")
-    episodes = EpisodeSampler(validation, learner.n_way, k_shot, n_query, device=device, seed=seed).sample(
-        settings.tune_episodes)
+    episodes = EpisodeSampler(validation, learner.n_way, k_shot, settings.tune_query, device=device,
+                              seed=seed).sample(settings.tune_episodes)
     accuracy = {}
     for lr in settings.finetune_lrs:
         theta, done = theta_pre, 0
@@ -200,7 +219,7 @@ def tune_finetune(
 
 
 def finetune_hyperparameters(
-    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: Settings, k_shot: int,
+    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: BaselineSettings, k_shot: int,
     device="cpu", seed: int = 0,
 ) -> Tuning:
     """The fine-tune step size and step count for ``k_shot`` episodes.
@@ -216,12 +235,12 @@ def finetune_hyperparameters(
 
 def _choose_quick_finetune(seed: int = 0) -> None:
     """Pre-train the quick-mode network as lecture 02 does and run the grid on meta-validation episodes."""
-    from metaedu.algorithms.meta_lstm import Settings as LSTMSettings
+    from metaedu.algorithms.meta_lstm import MetaLSTMSettings as LSTMSettings
     from metaedu.data.glyphs import load_glyphs
     from metaedu.runtime import set_threads
 
     set_threads()
-    lstm, base = LSTMSettings.quick(), Settings.quick()
+    lstm, base = LSTMSettings.quick(), BaselineSettings.quick()
     train_set, validation = validation_split(load_glyphs().split("background"), base.val_fraction, seed=seed)
     learner = ConvLearner(lstm.n_way, lstm.filters, lstm.blocks)
     theta_pre, _ = pretrain(learner, train_set, base, seed=seed, progress=False)

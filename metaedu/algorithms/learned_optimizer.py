@@ -19,9 +19,9 @@ update rule for an *optimizee* f with parameters theta. In the paper's order:
    and the LSTM state are carried over (detached) to the next segment.
 
 Symbols -> names: phi = the parameters of :class:`CoordinatewiseLSTM`; m = its ``forward``;
-h_t = ``state``; g_t = ``update``; grad_t = ``grad``; T = ``Settings.horizon``;
-the truncation length = ``Settings.unroll``; w_t = ``weights``; p = ``Settings.p``;
-dropping second derivatives = ``Settings.second_order=False``.
+h_t = ``state``; g_t = ``update``; grad_t = ``grad``; T = ``LearnedOptimizerSettings.horizon``;
+the truncation length = ``LearnedOptimizerSettings.unroll``; w_t = ``weights``; p = ``LearnedOptimizerSettings.p``;
+dropping second derivatives = ``LearnedOptimizerSettings.second_order=False``.
 
 Optimizees are *runs*: a batch of functions, each a pure function of a flat parameter
 vector, with ``theta0`` ``[tasks, n_params]`` and ``loss(theta, t)`` -> ``[tasks]``
@@ -36,7 +36,7 @@ training functions (:func:`tune_baselines`), as in the paper.
 
 Example::
 
-    s = Settings.quick()
+    s = LearnedOptimizerSettings.quick()
     problem = QuadraticProblem(seed=0)
     opt = CoordinatewiseLSTM.from_settings(s)
     history = meta_train(opt, problem, s, episodes=s.quad_episodes, meta_batch=s.quad_meta_batch)
@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from metaedu.nn.preprocess import P, preprocess
+from metaedu.runtime import check_settings
 from metaedu.tasks.regression import Quadratics, QuadraticTasks
 from metaedu.training import History, train
 
@@ -60,7 +61,7 @@ BASELINES = ("SGD", "NAG", "RMSprop", "Adam")
 
 
 @dataclass
-class Settings:
+class LearnedOptimizerSettings:
     """Hyper-parameters of the learned optimizer and of the lecture's experiments."""
 
     hidden: int = 20  # LSTM units per layer (paper: 20)
@@ -73,7 +74,7 @@ class Settings:
     second_order: bool = False  # keep d grad_t / d phi (paper drops it: False)
     log_loss: bool = False  # meta-loss on log f(theta_t) instead of f(theta_t) (paper: f)
     meta_lr: float = 1e-3  # Adam learning rate on phi (decayed to zero on a cosine over training)
-    clip_grad: float = 1.0  # max norm of the meta-gradient (None: no clipping)
+    clip_grad: float | None = 1.0  # max norm of the meta-gradient (None: no clipping)
     quad_dim: int = 10  # dimension of the quadratics (paper: 10)
     quad_init_std: float = 0.01  # theta_0 ~ N(0, std^2) for quadratics
     quad_episodes: int = 100  # quadratic runs used for meta-training
@@ -87,20 +88,35 @@ class Settings:
     mlp_test: int = 32  # held-out MLP runs per test curve
     mlp_tune: int = 16  # training MLP runs used to tune a baseline's learning rate
     tune_functions: int = 64  # training quadratics used to tune a baseline's learning rate
+    mlp_train_examples: int = 1200  # the first this many digits train the optimizer (and tune); the rest test it
     lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)  # baselines' learning rates tried
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> "LearnedOptimizerSettings":
         """A laptop CPU: a training cell in well under a minute."""
         return cls(meta_lr=3e-2, quad_episodes=60, quad_meta_batch=128, quad_test=200,
                    mlp_episodes=12, mlp_meta_batch=2, mlp_test=12, mlp_tune=6, tune_functions=32)
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> "LearnedOptimizerSettings":
         """A GPU, the paper's scale (its Adam learning rate was found by random search)."""
         return cls(meta_lr=1e-2, quad_episodes=2000, quad_meta_batch=128, quad_test=1000,
                    mlp_episodes=2000, mlp_meta_batch=16, mlp_test=128, mlp_tune=64, tune_functions=256,
                    lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0))
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("hidden", "layers", "p", "output_scale", "horizon", "unroll", "meta_lr",
+                                       "clip_grad", "quad_dim", "quad_episodes", "quad_meta_batch", "quad_test",
+                                       "mlp_hidden", "mlp_batch", "mlp_episodes", "mlp_meta_batch", "mlp_test",
+                                       "mlp_tune", "tune_functions", "lr_grid", "mlp_train_examples"),
+                       non_negative=("quad_init_std",), choices={"mlp_activation": tuple(ACTIVATIONS)})
+        if self.horizon % self.unroll:
+            raise ValueError(f"LearnedOptimizerSettings.horizon ({self.horizon}) must be a multiple of the unroll "
+                             f"length ({self.unroll}): truncated BPTT cuts a run into whole segments")
+
+
+#: The class's earlier name, still used by lecture 01; drop it once the lecture says LearnedOptimizerSettings.
+Settings = LearnedOptimizerSettings
 
 
 # ---------------------------------------------------------------------------
@@ -137,7 +153,7 @@ class CoordinatewiseLSTM(nn.Module):
         self.readout = nn.Linear(hidden, 1)
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "CoordinatewiseLSTM":
+    def from_settings(cls, s: LearnedOptimizerSettings) -> "CoordinatewiseLSTM":
         return cls(s.hidden, s.layers, s.preprocess, s.p, s.output_scale)
 
     def init_state(self, n_coords: int) -> State:
@@ -205,7 +221,7 @@ class QuadraticProblem:
         self.generator = torch.Generator().manual_seed(seed + 7919)
 
     @classmethod
-    def from_settings(cls, s: Settings, device="cpu", seed: int = 0) -> "QuadraticProblem":
+    def from_settings(cls, s: LearnedOptimizerSettings, device="cpu", seed: int = 0) -> "QuadraticProblem":
         return cls(s.quad_dim, s.quad_init_std, device, seed)
 
     def sample(self, tasks: int, steps: int | None = None) -> QuadraticRun:
@@ -367,7 +383,7 @@ def unroll(optimizer: CoordinatewiseLSTM, run: Run, theta: torch.Tensor, state: 
     return meta_loss, theta, state, torch.stack(losses)
 
 
-def meta_train(optimizer: CoordinatewiseLSTM, problem, s: Settings, episodes: int, meta_batch: int,
+def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettings, episodes: int, meta_batch: int,
                progress: bool = True, checkpoint=None, desc: str = "meta-training") -> History:
     """Train phi with Adam by truncated BPTT: ``episodes`` runs of ``s.horizon`` steps, one
     meta-update every ``s.unroll`` steps (so ``episodes * horizon / unroll`` updates in all).

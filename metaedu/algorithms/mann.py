@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -67,7 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaedu.evaluation import Score, mean_ci
-from metaedu.runtime import cache_dir
+from metaedu.runtime import cache_dir, check_settings
+from metaedu.tasks.episodes import check_rotations
 from metaedu.tasks.sequences import Sequences, SequenceSampler
 from metaedu.training import History, train
 
@@ -103,6 +104,7 @@ class MANNSettings:
     eval_episodes: int = 1000  # test episodes for the instance-accuracy table
     seed: int = 0  # seeds the samplers and the initial weights
     encoder: str = "pixels"  # "pixels" (the paper) or "conv4": a fixed Conv4 pretrained as a plain classifier
+    encoder_hidden: int = 64  # Conv4 filters per block of that classifier (encoder="conv4" only)
     encoder_epochs: int = 2  # epochs of that classifier over the background images (encoder="conv4" only)
 
     @classmethod
@@ -112,12 +114,27 @@ class MANNSettings:
         Every choice here that is not the paper's is chosen on meta-validation alphabets (never evaluation)."""
         return cls(train_per_class=5, image_size=10, rotations=(0,), hidden=96, memory_slots=32, memory_size=32,
                    read_heads=1, key_strength=True, write_vector=True, baseline_hidden=96, optimizer="adam",
-                   lr=3e-3, batch=16, steps=900, baseline_steps=900, encoder="conv4")
+                   lr=3e-3, batch=16, steps=900, baseline_steps=900, encoder="conv4", encoder_hidden=32)
 
     @classmethod
     def full(cls) -> "MANNSettings":
         """The paper's setting on a GPU: 100,000 episodes of 20 x 20 images, 128 x 40 memory, 4 heads."""
         return cls()
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("per_class", "train_per_class", "image_size", "hidden", "memory_slots",
+                                       "memory_size", "read_heads", "baseline_hidden", "lr", "grad_clip", "batch",
+                                       "steps", "baseline_steps", "eval_episodes", "encoder_hidden", "encoder_epochs"),
+                       choices={"label_length": (1, 5), "controller": ("lstm", "feedforward"),
+                                "optimizer": ("rmsprop", "adam"), "encoder": ("pixels", "conv4")})
+        if self.n_classes < 2:
+            raise ValueError(f"MANNSettings.n_classes must be at least 2, got {self.n_classes!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"MANNSettings.gamma (usage decay) must lie in [0, 1], got {self.gamma!r}")
+        if self.read_heads > self.memory_slots:
+            raise ValueError(f"MANNSettings.read_heads={self.read_heads} needs at least as many memory slots, "
+                             f"got memory_slots={self.memory_slots}")
+        check_rotations(self.rotations)
 
 
 # --------------------------------------------------------------------------- memory operations
@@ -356,8 +373,6 @@ def make_sampler(settings: MANNSettings, data, device="cpu", seed: int | None = 
     With ``settings.encoder == "conv4"`` pass the ``encoder`` from :func:`pretrain_encoder`.
     ``training=True``: episodes of ``settings.train_per_class`` images per class, else ``per_class``.
     """
-    if settings.encoder not in ("pixels", "conv4"):
-        raise ValueError(f"encoder must be 'pixels' or 'conv4', got {settings.encoder!r}")
     if settings.encoder == "conv4" and encoder is None:
         raise ValueError("settings.encoder='conv4' needs encoder=pretrain_encoder(settings, background_data)")
     if settings.encoder == "pixels" and encoder is not None:
@@ -377,8 +392,8 @@ def pretrain_encoder(settings: MANNSettings, background, device="cpu", progress:
     """
     from metaedu.algorithms.transfer import TransferSettings, pretrain_classifier
 
-    ts = TransferSettings.quick()
-    ts.epochs = settings.encoder_epochs
+    # the classifier's size and length come from these settings (quick or full); the rest is TransferSettings'
+    ts = replace(TransferSettings(), hidden=settings.encoder_hidden, epochs=settings.encoder_epochs)
     net, _ = pretrain_classifier(background, ts, device=device, seed=settings.seed, progress=progress)
     net.eval()
     for p in net.parameters():

@@ -38,7 +38,8 @@ from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, predict_eval_mode
-from metaedu.tasks.episodes import EpisodeSampler
+from metaedu.runtime import check_settings
+from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
 
@@ -70,6 +71,11 @@ class MatchingSettings:
     def full(cls) -> "MatchingSettings":
         """The paper's Omniglot setting on a GPU (train with the test episode's ways and shots)."""
         return cls()
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("read_steps", "cosine_scale", "hidden", "train_way", "train_shot", "train_query",
+                                       "tasks", "steps", "lr", "eval_episodes", "eval_query"))
+        check_rotations(self.rotations)
 
 
 # ----------------------------------------------------------------------------- the method

@@ -29,13 +29,13 @@ preprocessed gradient and loss, (pre(grad_i L_t), pre(L_t)) -- the issue's short
 * **Initialisation.** Small random weights; b_F drawn large (f near 1: keep theta, let
   the meta-gradient flow), b_I drawn very negative (i near 0.01: a small learning rate).
 * **Quick mode departs from the paper** to fit a few dozen meta-updates on a laptop
-  CPU (``Settings.quick``): c_0 starts from the baselines' pre-trained network, and the
+  CPU (``MetaLSTMSettings.quick``): c_0 starts from the baselines' pre-trained network, and the
   gates start as the *tuned fine-tune rule* (:func:`start_as_finetune`): the input gate at
   the step size that fine-tuning chose on meta-validation episodes, T = its number of
   steps, the forget gate at sigmoid(8) ~ 0.9997. So before meta-training the meta-learner
   is (up to that slight weight decay) the fine-tune baseline, and meta-training (Adam,
   c_0 three times faster than the gates) has to improve on it. The learner has three conv
-  blocks of 8 filters. ``Settings.full`` is the paper's setting. In both, the weights kept
+  blocks of 8 filters. ``MetaLSTMSettings.full`` is the paper's setting. In both, the weights kept
   are those that score best on meta-validation episodes (held-out background alphabets;
   :class:`ValidationKeeper`).
 * **Training** (the paper's algorithm 1): T updates on D_train, then the loss of
@@ -50,7 +50,7 @@ preprocessed gradient and loss, (pre(grad_i L_t), pre(L_t)) -- the issue's short
   meta-test time.
 
 Paper symbols -> names here: theta = ``theta`` (``[tasks, P]``, P = learner.n_params),
-c_0 = ``MetaLearnerLSTM.c0``, T = ``Settings.updates``, i_t, f_t = ``input_gate``,
+c_0 = ``MetaLearnerLSTM.c0``, T = ``MetaLSTMSettings.updates``, i_t, f_t = ``input_gate``,
 ``forget_gate``, Theta = ``MetaLearnerLSTM.parameters()``, D_train/D_test = support/query.
 """
 
@@ -65,13 +65,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaedu.nn.preprocess import preprocess
+from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
 
 BN_EPS = 1e-5
 
 
 @dataclass
-class Settings:
+class MetaLSTMSettings:
     """Hyper-parameters of the meta-learner LSTM and its learner (one place for each)."""
 
     n_way: int = 5  # classes per episode
@@ -94,9 +95,11 @@ class Settings:
     val_every: int = 40  # meta-updates between scores on the meta-validation episodes (model selection)
     val_episodes: int = 25  # fixed meta-validation episodes for that score
     eval_episodes: int = 100  # test episodes for the 95% interval (600 in the paper)
+    eval_query: int = 15  # D_test images per class in meta-validation and test episodes (15 in the paper)
+    matching_eval_episodes: int = 50  # test episodes of lecture 02's Matching Network row (the slowest to test)
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> "MetaLSTMSettings":
         # A few dozen meta-updates on a laptop CPU, so the meta-learner starts from what it would otherwise
         # spend them learning: c_0 from the pre-trained network, and the gates as the tuned fine-tune rule
         # (start_as_finetune: i = its step size, T = its step count; f = sigmoid(8) ~ 0.9997). Adam at 1e-3
@@ -106,15 +109,29 @@ class Settings:
         # fine-tune start, c_0 rates 1e-3 / 3e-3 / 1e-2 and 50 or 100 meta-updates. eval_episodes: more test
         # episodes for tighter intervals.
         return cls(forget_bias=(8.0, 8.0), warm_start=True, finetune_start=True, meta_steps=50, val_every=10,
-                   meta_lr=1e-3, c0_lr=3e-3, eval_episodes=200)
+                   meta_lr=1e-3, c0_lr=3e-3, eval_episodes=200, matching_eval_episodes=100)
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> "MetaLSTMSettings":
         return cls(filters=32, blocks=4, updates=12, meta_batch=8, meta_steps=20000, meta_lr=1e-3, n_query=15,
-                   val_every=500, val_episodes=200, eval_episodes=600)
+                   val_every=500, val_episodes=200, eval_episodes=600, matching_eval_episodes=300)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("n_way", "k_shot", "n_query", "filters", "blocks", "lstm_hidden", "updates",
+                                       "meta_batch", "meta_steps", "meta_lr", "c0_lr", "grad_clip", "val_every",
+                                       "val_episodes", "eval_episodes", "eval_query", "matching_eval_episodes"),
+                       non_negative=("weight_scale",))
+        for name in ("forget_bias", "input_bias"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"MetaLSTMSettings.{name} is a range (low, high), got ({lo}, {hi})")
 
 
-def start_as_finetune(settings: Settings, lr: float, steps: int) -> Settings:
+#: The class's earlier name, still used by lecture 02; drop it once the lecture says MetaLSTMSettings.
+Settings = MetaLSTMSettings
+
+
+def start_as_finetune(settings: MetaLSTMSettings, lr: float, steps: int) -> MetaLSTMSettings:
     """``settings`` with the meta-learner starting as fine-tuning with step size ``lr`` for ``steps`` steps.
 
     When ``settings.finetune_start`` is set: the input-gate bias becomes logit(lr) (so i_t ~ lr
@@ -280,7 +297,7 @@ class CellState:
 class MetaLearnerLSTM(nn.Module):
     """Theta: the first LSTM (4 inputs per coordinate), the gate weights W_I, W_F, b_I, b_F, and c_0."""
 
-    def __init__(self, learner: ConvLearner, settings: Settings, generator: torch.Generator | None = None) -> None:
+    def __init__(self, learner: ConvLearner, settings: MetaLSTMSettings, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.learner = learner
         s = settings
@@ -392,7 +409,7 @@ def meta_loss(meta: MetaLearnerLSTM, episodes: Episodes, updates: int) -> tuple[
 
 
 def build(
-    settings: Settings, device: str | torch.device = "cpu", seed: int = 0, image_size: int = 28,
+    settings: MetaLSTMSettings, device: str | torch.device = "cpu", seed: int = 0, image_size: int = 28,
     theta0: torch.Tensor | None = None,
 ) -> MetaLearnerLSTM:
     """A learner and its meta-learner, initialised as the paper describes.
@@ -410,7 +427,7 @@ def build(
     return meta.to(device)
 
 
-def make_step(meta: MetaLearnerLSTM, sampler, settings: Settings, optimizer: torch.optim.Optimizer):
+def make_step(meta: MetaLearnerLSTM, sampler, settings: MetaLSTMSettings, optimizer: torch.optim.Optimizer):
     """``step(i)`` for :func:`metaedu.training.train`: one meta-update on a meta-batch (algorithm 1, line 16)."""
 
     def step(_i: int) -> dict:
@@ -470,7 +487,7 @@ class ValidationKeeper:
 
 
 def meta_train(
-    meta: MetaLearnerLSTM, sampler, settings: Settings, checkpoint=None, progress: bool = True,
+    meta: MetaLearnerLSTM, sampler, settings: MetaLSTMSettings, checkpoint=None, progress: bool = True,
     validation: Episodes | None = None,
 ):
     """Meta-train Theta with Adam through the shared training loop; returns the History.

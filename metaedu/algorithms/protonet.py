@@ -43,6 +43,8 @@ from metaedu.data.embedded import EmbeddedSet, embed_set
 from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, predict_eval_mode, squared_euclidean
+from metaedu.runtime import check_settings
+from metaedu.tasks.episodes import check_rotations
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.training import History, train
 
@@ -79,8 +81,10 @@ class ProtoNetSettings:
         return cls()
 
     def __post_init__(self) -> None:
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        check_settings(self, positive=("cosine_scale", "hidden", "train_way", "train_shot", "train_query", "tasks",
+                                       "steps", "lr", "lr_halve_every", "eval_episodes", "eval_query"),
+                       choices={"distance": DISTANCES})
+        check_rotations(self.rotations)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -225,6 +229,10 @@ class ZeroShotSettings:
     @classmethod
     def full(cls) -> "ZeroShotSettings":
         return cls()
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("embed_dim", "meta_hidden", "train_way", "train_query", "tasks", "steps", "lr",
+                                       "eval_episodes", "eval_query"), non_negative=("weight_decay",))
 
 
 class ZeroShotProtoNet(nn.Module):

@@ -37,7 +37,8 @@ from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model, mean_ci
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import encode, one_hot_labels, predict_eval_mode
-from metaedu.tasks.episodes import EpisodeSampler
+from metaedu.runtime import check_settings
+from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
 
@@ -64,6 +65,14 @@ class SiameseSettings:
     def full(cls) -> "SiameseSettings":
         """Many verification pairs on a GPU (Koch et al. train on 30k-150k pairs; this sees 2.5M)."""
         return cls()
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("hidden", "steps", "lr", "eval_episodes", "eval_query", "eval_pairs"),
+                       non_negative=("l2",))
+        if self.pair_classes < 2:
+            raise ValueError(f"SiameseSettings.pair_classes must be at least 2 (a different pair needs two classes), "
+                             f"got {self.pair_classes!r}")
+        check_rotations(self.rotations)
 
 
 class SiameseNet(nn.Module):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from metaedu.data.base import ClassImageSet
 from metaedu.nn.backbones import Conv4
+from metaedu.runtime import check_settings
 from metaedu.training import History, train
 
 
@@ -44,6 +45,8 @@ def pixel_nearest_neighbour(episodes) -> torch.Tensor:
 
 @dataclass
 class TransferSettings:
+    """The pretrained classifier whose features the nearest-neighbour baseline compares."""
+
     hidden: int = 64  # filters per conv block
     epochs: int = 10  # passes over the background images
     batch_size: int = 128  # images per step
@@ -56,6 +59,9 @@ class TransferSettings:
     @classmethod
     def full(cls) -> "TransferSettings":
         return cls(hidden=64, epochs=30, batch_size=128)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("hidden", "epochs", "batch_size", "lr"))
 
 
 def pretrain_classifier(
