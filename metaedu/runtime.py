@@ -87,6 +87,27 @@ def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block as if PyTorch had just been seeded with ``seed``; the global RNG is restored after.
+
+    For building modules: PyTorch's layers draw their initial weights from the global
+    generator, so ``with seeded(seed): net = Conv4()`` gives the same weights for the same
+    seed, whatever ran before, and leaves the caller's random state exactly as it was.
+    Library code uses this instead of ``torch.manual_seed``; only :func:`seed_everything`,
+    called by a notebook or script, sets the global state for good.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    mps_state = torch.mps.get_rng_state() if _mps_available() else None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
 def set_threads(n: int | None = None) -> int:
     """Fix PyTorch's CPU thread count and return it.
 

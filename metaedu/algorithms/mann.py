@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaedu.evaluation import Score, mean_ci
-from metaedu.runtime import cache_dir, check_settings
+from metaedu.runtime import cache_dir, check_settings, seeded
 from metaedu.tasks.episodes import check_rotations
 from metaedu.tasks.sequences import Sequences, SequenceSampler
 from metaedu.training import History, train
@@ -350,19 +350,20 @@ MODELS = ("mann", "lstm", "feedforward")
 
 
 def build_model(kind: str, settings: MANNSettings, sampler: SequenceSampler, device=None) -> nn.Module:
-    """``kind`` in ``MODELS``, sized for the sampler's inputs and labels; seeded by ``settings.seed``."""
-    torch.manual_seed(settings.seed)
-    out = sampler.label_length * sampler.label_size
-    if kind == "mann":
-        model = MANN(sampler.input_size, out, settings.hidden, settings.memory_slots, settings.memory_size,
-                     settings.read_heads, settings.gamma, settings.controller, settings.key_strength,
-                     settings.write_vector)
-    elif kind == "lstm":
-        model = LSTMBaseline(sampler.input_size, out, settings.baseline_hidden)
-    elif kind == "feedforward":
-        model = FeedforwardBaseline(sampler.input_size, out, settings.baseline_hidden)
-    else:
+    """``kind`` in ``MODELS``, sized for the sampler's inputs and labels; its initial weights depend on
+    ``settings.seed`` only (the global random state is left as it was)."""
+    if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}: expected one of {MODELS}")
+    out = sampler.label_length * sampler.label_size
+    with seeded(settings.seed):
+        if kind == "mann":
+            model = MANN(sampler.input_size, out, settings.hidden, settings.memory_slots, settings.memory_size,
+                         settings.read_heads, settings.gamma, settings.controller, settings.key_strength,
+                         settings.write_vector)
+        elif kind == "lstm":
+            model = LSTMBaseline(sampler.input_size, out, settings.baseline_hidden)
+        else:
+            model = FeedforwardBaseline(sampler.input_size, out, settings.baseline_hidden)
     return model.to(device if device is not None else sampler.device)
 
 

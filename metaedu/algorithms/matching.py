@@ -38,7 +38,7 @@ from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, predict_eval_mode
-from metaedu.runtime import check_settings
+from metaedu.runtime import check_settings, seeded
 from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
@@ -196,8 +196,9 @@ def train_matching(
 ) -> tuple[MatchingNet, History]:
     """Episodic training on ``data`` (the background split); returns the model and its history."""
     device = torch.device(device)
-    torch.manual_seed(seed)
-    model = MatchingNet(settings, data.image_shape[0], data.image_shape[-1]).to(device)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = MatchingNet(settings, data.image_shape[0], data.image_shape[-1])
+    model = model.to(device)
     sampler = EpisodeSampler(data, settings.train_way, settings.train_shot, settings.train_query,
                              rotations=settings.rotations, device=device, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)

@@ -43,7 +43,7 @@ from metaedu.data.embedded import EmbeddedSet, embed_set
 from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, predict_eval_mode, squared_euclidean
-from metaedu.runtime import check_settings
+from metaedu.runtime import check_settings, seeded
 from metaedu.tasks.episodes import check_rotations
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.training import History, train
@@ -166,8 +166,10 @@ def train_protonet(
 ) -> tuple[ProtoNet, History]:
     """Meta-train on episodes of ``data`` (the background split); returns the model and its history."""
     device = torch.device(device)
-    torch.manual_seed(seed)
-    model = (model or ProtoNet(settings, data.image_shape[0], data.image_shape[-1])).to(device)
+    if model is None:
+        with seeded(seed):  # the initial weights depend on the seed only
+            model = ProtoNet(settings, data.image_shape[0], data.image_shape[-1])
+    model = model.to(device)
     sampler = EpisodeSampler(data, settings.train_way, settings.train_shot, settings.train_query,
                              rotations=settings.rotations, device=device, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
@@ -307,11 +309,12 @@ def train_zero_shot(
     """
     device = torch.device(device)
     _check_metadata(metadata, data)
-    torch.manual_seed(seed)
     embedded = embed_set(image_encoder, data, device)
     image_dim = embedded.images.shape[1]
-    model = ZeroShotProtoNet(settings, image_encoder, image_dim, metadata.shape[1],
-                             metadata.mean(0), metadata.std(0)).to(device)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = ZeroShotProtoNet(settings, image_encoder, image_dim, metadata.shape[1],
+                                 metadata.mean(0), metadata.std(0))
+    model = model.to(device)
     # zero-shot episodes have no support set; the sampler's one support image per class is not used
     sampler = EpisodeSampler(embedded, settings.train_way, 1, settings.train_query, device=device, seed=seed)
     params = list(model.image_map.parameters()) + list(model.meta_map.parameters())

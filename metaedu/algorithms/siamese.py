@@ -37,7 +37,7 @@ from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model, mean_ci
 from metaedu.nn.backbones import Conv4
 from metaedu.nn.distances import encode, one_hot_labels, predict_eval_mode
-from metaedu.runtime import check_settings
+from metaedu.runtime import check_settings, seeded
 from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
@@ -180,8 +180,9 @@ def train_siamese(
 ) -> tuple[SiameseNet, History]:
     """Verification training on same / different pairs of ``data``; returns the model and its history."""
     device = torch.device(device)
-    torch.manual_seed(seed)
-    model = SiameseNet(settings, data.image_shape[0], data.image_shape[-1]).to(device)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = SiameseNet(settings, data.image_shape[0], data.image_shape[-1])
+    model = model.to(device)
     sampler = EpisodeSampler(data, settings.pair_classes, 1, 1, rotations=settings.rotations, device=device, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     model.train()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from metaedu.data.base import ClassImageSet
 from metaedu.nn.backbones import Conv4
-from metaedu.runtime import check_settings
+from metaedu.runtime import check_settings, seeded
 from metaedu.training import History, train
 
 
@@ -69,9 +69,10 @@ def pretrain_classifier(
 ) -> tuple[Conv4, History]:
     """Train Conv4 + linear head to classify all of ``data``'s classes; returns the model and its history."""
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = Conv4(in_channels=data.image_shape[0], hidden=settings.hidden, n_classes=data.n_classes,
-                  image_size=data.image_shape[-1]).to(device)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = Conv4(in_channels=data.image_shape[0], hidden=settings.hidden, n_classes=data.n_classes,
+                      image_size=data.image_shape[-1])
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     images = data.float_images().to(device)
     targets = data.targets.to(device)
