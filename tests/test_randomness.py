@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import metaedu
-from metaedu.data.base import ClassImageSet
 from metaedu.runtime import preset, seeded
+from tiny_data import tiny_images
 
 #: Files allowed to set the global seed, and why.
 ALLOWED = {
@@ -49,16 +49,6 @@ def test_seeded_gives_the_same_draws_and_restores_the_state():
     with seeded(7):
         b = torch.rand(3)
     assert torch.equal(a, b)  # ... and the seeded block does not notice
-
-
-def tiny_images(n_classes=12, per_class=6, side=16, seed=0) -> ClassImageSet:
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(n_classes, 1, side, side, generator=g)
-    images = (protos.repeat_interleave(per_class, 0) + 0.2 * torch.rand(n_classes * per_class, 1, side, side,
-                                                                         generator=g)).clamp(0, 1)
-    groups = [f"g{c % 3}" for c in range(n_classes)]
-    return ClassImageSet(images, torch.arange(n_classes).repeat_interleave(per_class),
-                         [str(c) for c in range(n_classes)], groups)
 
 
 def _protonet(data, seed):

@@ -26,14 +26,17 @@ picks the best cell. Pre-training and meta-training use the remaining background
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from metaedu.algorithms.meta_lstm import ConvLearner, query_logits
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet, to_float
 from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
+from metaedu.training import History, train
 
 
 #: The quick-mode choice of tune_finetune (see BaselineSettings.finetune_chosen); reproduced by running this module.
@@ -56,6 +59,7 @@ class BaselineSettings:
     # (seed 0); ``python -m metaedu.algorithms.baselines`` reruns that grid. None: run the grid at run time.
     finetune_chosen: tuple[tuple[int, float, int], ...] | None = None
     tune_query: int = 15  # D_test images per class in the meta-validation episodes of the grid
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "BaselineSettings":
@@ -64,7 +68,7 @@ class BaselineSettings:
     @classmethod
     def full(cls) -> "BaselineSettings":
         return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
-                   finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None)
+                   finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None, checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("pretrain_steps", "batch_size", "pretrain_lr", "finetune_lrs",
@@ -116,15 +120,16 @@ def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0)
 
 
 def pretrain(
-    learner: ConvLearner, data: ClassImageSet, settings: BaselineSettings, device="cpu", seed: int = 0, progress: bool = True
-) -> tuple[torch.Tensor, "object"]:
+    learner: ConvLearner, data: ClassImageSet, settings: BaselineSettings, device="cpu", seed: int = 0,
+    progress: bool = True, checkpoint: str | Path | bool | None = None,
+) -> tuple[torch.Tensor, History]:
     """Train the learner's conv blocks (with an ``n_classes``-way head) to classify every image of ``data``.
 
     Returns the pre-trained theta for ``learner`` (its conv blocks, a zero ``n_way`` head), ``[P]``,
-    and the training History.
+    and the training History. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`.
     """
-    from metaedu.training import train
-
+    checkpoint = resolve(checkpoint, "baselines_pretrain", settings, data, seed,
+                         (learner.filters, learner.blocks, learner.in_channels, learner.image_size))
     whole = ConvLearner(data.n_classes, learner.filters, learner.blocks, learner.in_channels, learner.image_size)
     gen = torch.Generator().manual_seed(seed)
     theta = whole.init(gen).to(device).requires_grad_(True)  # [P_whole]
@@ -141,7 +146,8 @@ def pretrain(
         opt.step()
         return {"loss": loss.detach(), "acc": (logits.argmax(-1) == targets[idx]).float().mean() * 100}
 
-    history = train(step, settings.pretrain_steps, progress=progress, desc="pre-training")
+    history = train(step, settings.pretrain_steps, state={"theta": theta, "opt": opt, "generator": gen},
+                    checkpoint=checkpoint, progress=progress, desc="pre-training")
     body = theta.detach()[: whole.offsets["head.weight"].start]  # conv and batch-norm parameters
     head = torch.zeros(learner.n_params - body.numel(), device=device)
     return torch.cat([body, head]), history

@@ -45,12 +45,14 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.nn.preprocess import P, preprocess
 from metaedu.runtime import check_settings
 from metaedu.tasks.regression import Quadratics, QuadraticTasks
@@ -90,6 +92,7 @@ class LearnedOptimizerSettings:
     tune_functions: int = 64  # training quadratics used to tune a baseline's learning rate
     mlp_train_examples: int = 1200  # the first this many digits train the optimizer (and tune); the rest test it
     lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)  # baselines' learning rates tried
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "LearnedOptimizerSettings":
@@ -102,7 +105,7 @@ class LearnedOptimizerSettings:
         """A GPU, the paper's scale (its Adam learning rate was found by random search)."""
         return cls(meta_lr=1e-2, quad_episodes=2000, quad_meta_batch=128, quad_test=1000,
                    mlp_episodes=2000, mlp_meta_batch=16, mlp_test=128, mlp_tune=64, tune_functions=256,
-                   lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0))
+                   lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0), checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("hidden", "layers", "p", "output_scale", "horizon", "unroll", "meta_lr",
@@ -229,6 +232,18 @@ class QuadraticProblem:
         theta0 = self.init_std * torch.randn(tasks, self.tasks.dim, generator=self.generator)
         return QuadraticRun(functions, theta0.to(self.device))
 
+    def state_dict(self) -> dict:
+        """The random state: where the next functions and starting points will be drawn from."""
+        return {"functions": self.tasks.generator.get_state(), "theta0": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tasks.generator.set_state(state["functions"])
+        self.generator.set_state(state["theta0"])
+
+    def checkpoint_inputs(self) -> tuple:
+        """What decides the runs this problem will draw (for a checkpoint's name)."""
+        return ("quadratics", self.tasks.dim, self.init_std, self.state_dict())
+
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -337,6 +352,17 @@ class MLPProblem:
         batches = torch.randint(0, n, (steps + 1, tasks, self.batch), generator=self.generator).to(self.device)
         return MLPRun(self.x, self.y, self.sizes, self.activation, self.init_theta(tasks), batches)
 
+    def state_dict(self) -> dict:
+        """The random state: where the next initialisations and mini-batches will be drawn from."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def checkpoint_inputs(self) -> tuple:
+        """What decides the runs this problem will draw (for a checkpoint's name)."""
+        return ("mlp", self.x, self.y, self.sizes, self.activation, self.batch, self.state_dict())
+
 
 # ---------------------------------------------------------------------------
 # Meta-training: unrolled runs and truncated BPTT
@@ -383,6 +409,37 @@ def unroll(optimizer: CoordinatewiseLSTM, run: Run, theta: torch.Tensor, state: 
     return meta_loss, theta, state, torch.stack(losses)
 
 
+class LiveRun:
+    """The run being optimised across the segments of truncated BPTT: the functions, theta and the
+    LSTM state (detached), carried from one meta-update to the next and saved in checkpoints, so
+    that a run interrupted mid-way resumes mid-way."""
+
+    def __init__(self, device) -> None:
+        self.device = torch.device(device)
+        self.run, self.theta, self.state = None, None, None
+
+    def start(self, run: Run) -> None:
+        self.run, self.theta, self.state = run, run.theta0, None
+
+    def state_dict(self) -> dict:
+        return {"run": self.run, "theta": self.theta, "state": self.state}
+
+    def load_state_dict(self, saved: dict) -> None:  # checkpoints are read onto the CPU: back to the device
+        self.run, self.theta, self.state = (_to_device(saved[k], self.device) for k in ("run", "theta", "state"))
+
+
+def _to_device(obj, device):
+    """Tensors inside dataclasses, lists and tuples moved to ``device`` (anything else unchanged)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _to_device(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(x, device) for x in obj)
+    return obj
+
+
 def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettings, episodes: int, meta_batch: int,
                progress: bool = True, checkpoint=None, desc: str = "meta-training") -> History:
     """Train phi with Adam by truncated BPTT: ``episodes`` runs of ``s.horizon`` steps, one
@@ -390,22 +447,24 @@ def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettin
 
     Each run is a fresh batch of ``meta_batch`` functions from ``problem.sample``. History logs the
     segment's mean loss per step (``loss``) and the run's final loss (``final``, at run ends).
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``s.checkpoint`` says).
     """
     if s.horizon % s.unroll != 0:
         raise ValueError(f"the horizon ({s.horizon}) must be a multiple of the unroll length ({s.unroll})")
+    checkpoint = resolve(checkpoint, "learned_optimizer", s, optimizer, problem.checkpoint_inputs(), episodes,
+                         meta_batch)
     segments = s.horizon // s.unroll
     adam = torch.optim.Adam(optimizer.parameters(), lr=s.meta_lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=episodes * segments)
-    live: dict = {}
+    live = LiveRun(problem.device)
 
     def step(i: int) -> dict:
         k = i % segments
-        if k == 0 or not live:  # a new batch of functions, theta_0 and a zero LSTM state
-            run = problem.sample(meta_batch, s.horizon)
-            live.update(run=run, theta=run.theta0, state=None)
+        if k == 0 or live.run is None:  # a new batch of functions, theta_0 and a zero LSTM state
+            live.start(problem.sample(meta_batch, s.horizon))
             k = 0
         meta_loss, theta, state, losses = unroll(
-            optimizer, live["run"], live["theta"], live["state"], k * s.unroll, s.unroll, s.second_order,
+            optimizer, live.run, live.theta, live.state, k * s.unroll, s.unroll, s.second_order,
             log_loss=s.log_loss,
         )
         adam.zero_grad()
@@ -414,14 +473,14 @@ def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettin
             nn.utils.clip_grad_norm_(optimizer.parameters(), s.clip_grad)
         adam.step()
         schedule.step()
-        live.update(theta=theta.detach(), state=detach_state(state))  # truncation: no gradient across segments
+        live.theta, live.state = theta.detach(), detach_state(state)  # truncation: no gradient across segments
         metrics = {"loss": meta_loss.detach() / s.unroll}
         if k == segments - 1:
             metrics["final"] = losses[-1].mean()
         return metrics
 
-    return train(step, episodes * segments, state={"optimizer": optimizer, "adam": adam, "schedule": schedule},
-                 checkpoint=checkpoint, progress=progress, desc=desc)
+    state = {"optimizer": optimizer, "adam": adam, "schedule": schedule, "problem": problem, "live": live}
+    return train(step, episodes * segments, state=state, checkpoint=checkpoint, progress=progress, desc=desc)
 
 
 # ---------------------------------------------------------------------------

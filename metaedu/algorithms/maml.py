@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.evaluation import Score, episode_accuracy, mean_ci, regression_mse
 from metaedu.nn.backbones import MLP, Conv4
 from metaedu.nn.functional import (
@@ -93,6 +94,7 @@ class SinusoidSettings:
     steps: int = 70000  # meta-updates
     pretrain_steps: int = 70000  # updates of the jointly trained (pretrained) baseline
     eval_tasks: int = 600  # test tasks behind each reported MSE
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "SinusoidSettings":
@@ -100,7 +102,7 @@ class SinusoidSettings:
 
     @classmethod
     def full(cls) -> "SinusoidSettings":
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("k_shot", "n_query", "hidden", "inner_lr", "outer_lr", "meta_batch", "steps",
@@ -126,6 +128,7 @@ class GlyphSettings:
     meta_batch: int = 32  # episodes per meta-update (32 for 5-way, 16 for 20-way)
     steps: int = 60000  # meta-updates
     eval_episodes: int = 600  # test episodes behind each reported accuracy
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "GlyphSettings":
@@ -133,7 +136,7 @@ class GlyphSettings:
 
     @classmethod
     def full(cls) -> "GlyphSettings":
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("n_way", "k_shot", "n_query", "hidden", "inner_lr", "outer_lr", "meta_batch",
@@ -164,7 +167,7 @@ class TwentyWayGlyphSettings(GlyphSettings):
 
     @classmethod
     def full(cls) -> "TwentyWayGlyphSettings":
-        return cls()
+        return cls(checkpoint=True)
 
 
 # ----------------------------------------------------------------------------- the learner
@@ -377,8 +380,10 @@ def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool
     """Meta-train with Adam (eq. 3) on meta-batches from ``sampler`` (``SinusoidTasks`` or ``EpisodeSampler``).
 
     Logs the meta-loss (query loss after adaptation) and, for classification,
-    the query accuracy after adaptation.
+    the query accuracy after adaptation. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`
+    (``None``: as ``settings.checkpoint`` says).
     """
+    checkpoint = resolve(checkpoint, "maml", settings, learner, getattr(sampler, "data", None), sampler.generator)
     opt = torch.optim.Adam(learner.parameters(), lr=settings.outer_lr)
 
     def step(i: int) -> dict:
@@ -396,12 +401,16 @@ def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool
                  max_seconds=max_seconds)
 
 
-def pretrain(model: nn.Module, sampler, settings: SinusoidSettings, progress: bool = True) -> History:
+def pretrain(model: nn.Module, sampler, settings: SinusoidSettings, progress: bool = True,
+             checkpoint=None) -> History:
     """The paper's "pretrained" baseline: one network fit to all tasks jointly (no inner loop).
 
     Every point of every sampled task is a training example; the best such
     network predicts roughly the average sinusoid, which is close to zero.
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve`.
     """
+    checkpoint = resolve(checkpoint, "maml_pretrain", settings, model, getattr(sampler, "data", None),
+                         sampler.generator)
     opt = torch.optim.Adam(model.parameters(), lr=settings.outer_lr)
 
     def step(i: int) -> dict:
@@ -414,7 +423,8 @@ def pretrain(model: nn.Module, sampler, settings: SinusoidSettings, progress: bo
         opt.step()
         return {"loss": loss.detach()}
 
-    return train(step, settings.pretrain_steps, progress=progress, desc="pretrained baseline")
+    return train(step, settings.pretrain_steps, state={"model": model, "opt": opt, "sampler": sampler.generator},
+                 checkpoint=checkpoint, progress=progress, desc="pretrained baseline")
 
 
 # ----------------------------------------------------------------------------- evaluation

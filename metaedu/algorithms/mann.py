@@ -57,17 +57,16 @@ images whose labels have already been shown.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.evaluation import Score, mean_ci
-from metaedu.runtime import cache_dir, check_settings, seeded
+from metaedu.runtime import check_settings, seeded
 from metaedu.tasks.episodes import check_rotations
 from metaedu.tasks.sequences import Sequences, SequenceSampler
 from metaedu.training import History, train
@@ -106,6 +105,7 @@ class MANNSettings:
     encoder: str = "pixels"  # "pixels" (the paper) or "conv4": a fixed Conv4 pretrained as a plain classifier
     encoder_hidden: int = 64  # Conv4 filters per block of that classifier (encoder="conv4" only)
     encoder_epochs: int = 2  # epochs of that classifier over the background images (encoder="conv4" only)
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MANNSettings":
@@ -119,7 +119,7 @@ class MANNSettings:
     @classmethod
     def full(cls) -> "MANNSettings":
         """The paper's setting on a GPU: 100,000 episodes of 20 x 20 images, 128 x 40 memory, 4 heads."""
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("per_class", "train_per_class", "image_size", "hidden", "memory_slots",
@@ -394,7 +394,8 @@ def pretrain_encoder(settings: MANNSettings, background, device="cpu", progress:
     from metaedu.algorithms.transfer import TransferSettings, pretrain_classifier
 
     # the classifier's size and length come from these settings (quick or full); the rest is TransferSettings'
-    ts = replace(TransferSettings(), hidden=settings.encoder_hidden, epochs=settings.encoder_epochs)
+    ts = replace(TransferSettings(), hidden=settings.encoder_hidden, epochs=settings.encoder_epochs,
+                 checkpoint=settings.checkpoint)
     net, _ = pretrain_classifier(background, ts, device=device, seed=settings.seed, progress=progress)
     net.eval()
     for p in net.parameters():
@@ -506,20 +507,18 @@ def make_optimizer(model: nn.Module, settings: MANNSettings) -> torch.optim.Opti
     raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {settings.optimizer!r}")
 
 
-def checkpoint_path(kind: str, settings: MANNSettings) -> Path:
-    """A checkpoint file under the cache folder, one per model kind and settings."""
-    digest = hashlib.sha1(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir() / "checkpoints" / f"mann_{kind}_{digest}.pt"
-
-
 def train_model(model: nn.Module, sampler: SequenceSampler, settings: MANNSettings, n_steps: int,
-                checkpoint: str | Path | None = None, progress: bool = True, desc: str = "MANN") -> History:
+                checkpoint: str | Path | bool | None = None, progress: bool = True, desc: str = "MANN") -> History:
     """Meta-train ``model`` on fresh episodes from ``sampler`` with :func:`metaedu.training.train`.
 
     Every update draws ``settings.batch`` new episodes (new classes, labels and order), so the
     weights cannot store any class-label binding: the binding has to happen inside an episode.
     Logged: ``loss`` and ``accuracy`` (all steps) and ``acc_2nd`` (second instances), in %.
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
     """
+    checkpoint = resolve(checkpoint, f"mann_{type(model).__name__}", settings, model, n_steps, sampler.episodes.data,
+                         sampler.episodes.generator, sampler.generator,
+                         (sampler.n_classes, sampler.per_class, sampler.label_length))
     opt = make_optimizer(model, settings)
 
     def step(i: int) -> dict:

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.backbones import Conv4
@@ -60,6 +61,7 @@ class MatchingSettings:
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # rotated characters as new training classes
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MatchingSettings":
@@ -70,7 +72,7 @@ class MatchingSettings:
     @classmethod
     def full(cls) -> "MatchingSettings":
         """The paper's Omniglot setting on a GPU (train with the test episode's ways and shots)."""
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("read_steps", "cosine_scale", "hidden", "train_way", "train_shot", "train_query",
@@ -191,11 +193,15 @@ def train_matching(
     data: ClassImageSet,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | bool | None = None,
     progress: bool = True,
 ) -> tuple[MatchingNet, History]:
-    """Episodic training on ``data`` (the background split); returns the model and its history."""
+    """Episodic training on ``data`` (the background split); returns the model and its history.
+
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
     device = torch.device(device)
+    checkpoint = resolve(checkpoint, "matching", settings, data, seed)
     with seeded(seed):  # the initial weights depend on the seed only
         model = MatchingNet(settings, data.image_shape[0], data.image_shape[-1])
     model = model.to(device)

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.nn.preprocess import preprocess
 from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
@@ -97,6 +98,7 @@ class MetaLSTMSettings:
     eval_episodes: int = 100  # test episodes for the 95% interval (600 in the paper)
     eval_query: int = 15  # D_test images per class in meta-validation and test episodes (15 in the paper)
     matching_eval_episodes: int = 50  # test episodes of lecture 02's Matching Network row (the slowest to test)
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MetaLSTMSettings":
@@ -114,7 +116,7 @@ class MetaLSTMSettings:
     @classmethod
     def full(cls) -> "MetaLSTMSettings":
         return cls(filters=32, blocks=4, updates=12, meta_batch=8, meta_steps=20000, meta_lr=1e-3, n_query=15,
-                   val_every=500, val_episodes=200, eval_episodes=600, matching_eval_episodes=300)
+                   val_every=500, val_episodes=200, eval_episodes=600, matching_eval_episodes=300, checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("n_way", "k_shot", "n_query", "filters", "blocks", "lstm_hidden", "updates",
@@ -494,10 +496,13 @@ def meta_train(
 
     With ``validation`` episodes (from held-out meta-training alphabets), the weights that score
     best on them (every ``settings.val_every`` meta-updates) are kept; the scores are in
-    ``history["val_acc"]`` at meta-updates ``history["val_step"]``.
+    ``history["val_acc"]`` at meta-updates ``history["val_step"]``. ``checkpoint``: see
+    :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
     """
     from metaedu.training import train
 
+    checkpoint = resolve(checkpoint, "meta_lstm", settings, meta, getattr(sampler, "data", None), sampler.generator,
+                         validation)
     c0_lr = settings.meta_lr if settings.c0_lr is None else settings.c0_lr
     rest = [p for name, p in meta.named_parameters() if name != "c0"]
     optimizer = torch.optim.Adam([{"params": rest}, {"params": [meta.c0], "lr": c0_lr}], lr=settings.meta_lr)

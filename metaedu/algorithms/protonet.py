@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.data.embedded import EmbeddedSet, embed_set
 from metaedu.evaluation import Score, evaluate_metric_model
@@ -68,6 +69,7 @@ class ProtoNetSettings:
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # rotated characters as new training classes (Snell, Vinyals)
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "ProtoNetSettings":
@@ -78,7 +80,7 @@ class ProtoNetSettings:
     @classmethod
     def full(cls) -> "ProtoNetSettings":
         """Snell et al.'s Omniglot setting: 60-way training episodes, 5 queries, rotations, a GPU."""
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("cosine_scale", "hidden", "train_way", "train_shot", "train_query", "tasks",
@@ -159,13 +161,17 @@ def train_protonet(
     data: ClassImageSet,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | bool | None = None,
     progress: bool = True,
     model: ProtoNet | None = None,
     max_seconds: float | None = None,
 ) -> tuple[ProtoNet, History]:
-    """Meta-train on episodes of ``data`` (the background split); returns the model and its history."""
+    """Meta-train on episodes of ``data`` (the background split); returns the model and its history.
+
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
     device = torch.device(device)
+    checkpoint = resolve(checkpoint, "protonet", settings, data, seed, model)
     if model is None:
         with seeded(seed):  # the initial weights depend on the seed only
             model = ProtoNet(settings, data.image_shape[0], data.image_shape[-1])
@@ -223,6 +229,7 @@ class ZeroShotSettings:
     weight_decay: float = 1e-4  # Adam weight decay on both maps (the metadata of test classes is new)
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query images per class in test episodes
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "ZeroShotSettings":
@@ -230,7 +237,7 @@ class ZeroShotSettings:
 
     @classmethod
     def full(cls) -> "ZeroShotSettings":
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("embed_dim", "meta_hidden", "train_way", "train_query", "tasks", "steps", "lr",
@@ -302,13 +309,16 @@ def train_zero_shot(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    checkpoint: str | Path | bool | None = None,
 ) -> tuple[ZeroShotProtoNet, History]:
     """Learn the metadata and image maps on episodes of ``data`` whose classes come with ``metadata`` rows.
 
     The fixed image encoder embeds ``data`` once; training episodes are drawn from those embeddings.
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve`.
     """
     device = torch.device(device)
     _check_metadata(metadata, data)
+    checkpoint = resolve(checkpoint, "protonet_zero_shot", settings, image_encoder, data, metadata, seed)
     embedded = embed_set(image_encoder, data, device)
     image_dim = embedded.images.shape[1]
     with seeded(seed):  # the initial weights depend on the seed only
@@ -330,7 +340,8 @@ def train_zero_shot(
         opt.step()
         return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == eps.y_query).float().mean()}
 
-    history = train(step, settings.steps, progress=progress, desc="zero-shot ProtoNet")
+    history = train(step, settings.steps, state={"maps": model, "opt": opt, "sampler": sampler.generator},
+                    checkpoint=checkpoint, progress=progress, desc="zero-shot ProtoNet")
     return model, history
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model, mean_ci
 from metaedu.nn.backbones import Conv4
@@ -55,6 +56,7 @@ class SiameseSettings:
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
     eval_pairs: int = 2000  # test pairs for verification accuracy
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "SiameseSettings":
@@ -64,7 +66,7 @@ class SiameseSettings:
     @classmethod
     def full(cls) -> "SiameseSettings":
         """Many verification pairs on a GPU (Koch et al. train on 30k-150k pairs; this sees 2.5M)."""
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("hidden", "steps", "lr", "eval_episodes", "eval_query", "eval_pairs"),
@@ -175,11 +177,15 @@ def train_siamese(
     data: ClassImageSet,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | bool | None = None,
     progress: bool = True,
 ) -> tuple[SiameseNet, History]:
-    """Verification training on same / different pairs of ``data``; returns the model and its history."""
+    """Verification training on same / different pairs of ``data``; returns the model and its history.
+
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
     device = torch.device(device)
+    checkpoint = resolve(checkpoint, "siamese", settings, data, seed)
     with seeded(seed):  # the initial weights depend on the seed only
         model = SiameseNet(settings, data.image_shape[0], data.image_shape[-1])
     model = model.to(device)

@@ -14,10 +14,12 @@ Before meta-learning, the obvious ways to classify from one example are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.nn.backbones import Conv4
 from metaedu.runtime import check_settings, seeded
@@ -51,6 +53,7 @@ class TransferSettings:
     epochs: int = 10  # passes over the background images
     batch_size: int = 128  # images per step
     lr: float = 1e-3  # Adam step size
+    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
 
     @classmethod
     def quick(cls) -> "TransferSettings":
@@ -58,16 +61,19 @@ class TransferSettings:
 
     @classmethod
     def full(cls) -> "TransferSettings":
-        return cls(hidden=64, epochs=30, batch_size=128)
+        return cls(hidden=64, epochs=30, batch_size=128, checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("hidden", "epochs", "batch_size", "lr"))
 
 
 def pretrain_classifier(
-    data: ClassImageSet, settings: TransferSettings, device="cpu", seed: int = 0, progress: bool = True
+    data: ClassImageSet, settings: TransferSettings, device="cpu", seed: int = 0, progress: bool = True,
+    checkpoint: str | Path | bool | None = None,
 ) -> tuple[Conv4, History]:
-    """Train Conv4 + linear head to classify all of ``data``'s classes; returns the model and its history."""
+    """Train Conv4 + linear head to classify all of ``data``'s classes; returns the model (in evaluation
+    mode) and its history. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`."""
+    checkpoint = resolve(checkpoint, "transfer", settings, data, seed)
     g = torch.Generator().manual_seed(seed)
     with seeded(seed):  # the initial weights depend on the seed only
         model = Conv4(in_channels=data.image_shape[0], hidden=settings.hidden, n_classes=data.n_classes,
@@ -77,13 +83,12 @@ def pretrain_classifier(
     images = data.float_images().to(device)
     targets = data.targets.to(device)
     steps_per_epoch = max(1, len(targets) // settings.batch_size)
-    order = torch.randperm(len(targets), generator=g)
+    order = torch.randperm(len(targets), generator=g)  # this epoch's order, redrawn in place (a checkpointed tensor)
 
     def step(i: int) -> dict:
-        nonlocal order
         j = i % steps_per_epoch
         if j == 0 and i:
-            order = torch.randperm(len(targets), generator=g)
+            order.copy_(torch.randperm(len(targets), generator=g))
         idx = order[j * settings.batch_size : (j + 1) * settings.batch_size].to(device)
         logits = model(images[idx])
         loss = F.cross_entropy(logits, targets[idx])
@@ -93,8 +98,9 @@ def pretrain_classifier(
         return {"loss": loss, "accuracy": (logits.argmax(1) == targets[idx]).float().mean()}
 
     model.train()
-    history = train(step, settings.epochs * steps_per_epoch, state={"model": model, "opt": opt},
-                    progress=progress, desc="pretraining")
+    history = train(step, settings.epochs * steps_per_epoch, state={"model": model, "opt": opt, "order": order,
+                                                                     "generator": g},
+                    checkpoint=checkpoint, progress=progress, desc="pretraining")
     model.eval()
     return model, history
 
