@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from metaedu.algorithms.meta_lstm import ConvLearner, query_logits
 from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.nn.distances import nearest_neighbour
 from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
 from metaedu.training import History, train
@@ -267,8 +268,7 @@ def nearest_neighbour_predictor(learner: ConvLearner, theta_pre: torch.Tensor):
         n_s = episodes.x_support.shape[1]
         x = torch.cat([episodes.x_support, episodes.x_query], dim=1)
         theta = theta_pre.expand(episodes.tasks, -1)
-        z = F.normalize(learner.features(theta, x, n_stats=n_s), dim=-1)  # [tasks, n_s + n_q, D]
-        sim = z[:, n_s:] @ z[:, :n_s].transpose(1, 2)  # [tasks, n_q, n_s]
-        return torch.gather(episodes.y_support, 1, sim.argmax(-1))  # [tasks, n_q]
+        z = learner.features(theta, x, n_stats=n_s)  # [tasks, n_s + n_q, D], D_test normalised by D_train's statistics
+        return nearest_neighbour(z[:, :n_s], episodes.y_support, z[:, n_s:], "cosine")  # [tasks, n_q]
 
     return predict

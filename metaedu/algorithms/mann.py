@@ -66,7 +66,8 @@ from torch import nn
 
 from metaedu.checkpoints import resolve
 from metaedu.evaluation import Score, mean_ci
-from metaedu.runtime import check_settings, seeded
+from metaedu.nn.distances import nearest_neighbour
+from metaedu.runtime import check_settings, evaluation_mode, seeded
 from metaedu.tasks.episodes import check_rotations
 from metaedu.tasks.sequences import Sequences, SequenceSampler
 from metaedu.training import History, train
@@ -437,11 +438,8 @@ def nearest_neighbour_predict(seq: Sequences, generator: torch.Generator | None 
     At step 1 nothing is known and the guess is a uniformly random label. Returns ``[B, T, L]``.
     """
     B, T, L = seq.targets.shape
-    dist = torch.cdist(seq.x, seq.x)  # [B, T, T]
     earlier = torch.ones(T, T, dtype=torch.bool, device=seq.x.device).tril(-1)  # s < t
-    dist = dist.masked_fill(~earlier, float("inf"))
-    nearest = dist.argmin(-1)  # [B, T]
-    predicted = torch.gather(seq.targets, 1, nearest.unsqueeze(-1).expand(-1, -1, L)).clone()
+    predicted = nearest_neighbour(seq.x, seq.targets, seq.x, "euclidean", allowed=earlier)  # [B, T, L]
     guess = torch.randint(seq.label_size, (B, L), generator=generator).to(seq.targets.device)
     predicted[:, 0] = guess
     return predicted
@@ -487,11 +485,8 @@ def predictor(model: nn.Module):
     """``seq -> predicted characters`` for a trained network (evaluation mode, no gradients)."""
 
     def predict(seq: Sequences) -> torch.Tensor:
-        model.eval()
-        with torch.no_grad():
-            out = predict_characters(model(seq.inputs), seq)
-        model.train()
-        return out
+        with torch.no_grad(), evaluation_mode(model):
+            return predict_characters(model(seq.inputs), seq)
 
     return predict
 

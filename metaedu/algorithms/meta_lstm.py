@@ -65,12 +65,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaedu.checkpoints import resolve
+from metaedu.nn.functional import grouped_conv_blocks
 from metaedu.nn.preprocess import preprocess
 from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
-
-BN_EPS = 1e-5
-
 
 @dataclass
 class MetaLSTMSettings:
@@ -250,34 +248,15 @@ class ConvLearner:
                 f"the learner expects {self.in_channels}x{self.image_size}x{self.image_size} images, got {tuple(x.shape[2:])}"
             )
         p = self.unflatten(theta)
-        tasks, n = x.shape[:2]
-        n_stats = n if n_stats is None else n_stats
-        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])  # [n, tasks * C, H, W]
-        # channels-last memory order: about twice as fast for these narrow convolutions and pools on CPU
-        h = h.contiguous(memory_format=torch.channels_last)
-        for b in range(1, self.blocks + 1):
-            w = p[f"conv{b}.weight"]  # [tasks, filters, c_in, 3, 3]
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), p[f"conv{b}.bias"].reshape(-1), padding=1, groups=tasks)
-            h = batch_norm(h, p[f"bn{b}.weight"].reshape(-1), p[f"bn{b}.bias"].reshape(-1), n_stats)
-            # ReLU then 2x2 max-pool, computed as pool then ReLU: the same values and gradients (max and
-            # ReLU commute), with the ReLU on four times fewer numbers
-            h = F.relu(F.max_pool2d(h, 2))  # [n, tasks * filters, H / 2, W / 2]
-        return h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, feature_dim]
+        blocks = [(p[f"conv{b}.weight"], p[f"conv{b}.bias"], p[f"bn{b}.weight"], p[f"bn{b}.bias"])
+                  for b in range(1, self.blocks + 1)]
+        # channels-last memory order on every device: about twice as fast for these narrow convolutions on CPU
+        return grouped_conv_blocks(x, blocks, n_stats=n_stats, channels_last=True)  # [tasks, n, feature_dim]
 
     def task_losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each task's learner on its images: ``[tasks]``."""
         logits = self.logits(theta, x)
         return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
-
-
-def batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_stats: int) -> torch.Tensor:
-    """Batch norm of ``h [n, channels, H, W]`` with mean and (biased) variance of its first ``n_stats`` rows."""
-    if n_stats == h.shape[0]:
-        return F.batch_norm(h, None, None, weight, bias, training=True, eps=BN_EPS)
-    ref = h[:n_stats].transpose(0, 1).reshape(h.shape[1], -1)  # [channels, n_stats * H * W]
-    var, mean = torch.var_mean(ref, dim=1, unbiased=False)
-    scale = weight * torch.rsqrt(var + BN_EPS)  # [channels]
-    return h * scale[None, :, None, None] + (bias - mean * scale)[None, :, None, None]
 
 
 # ---------------------------------------------------------------------------

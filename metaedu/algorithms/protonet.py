@@ -38,15 +38,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metaedu.algorithms.metric import MetricModel, evaluate, predict, train_on_episodes  # noqa: F401 (the API)
 from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.data.embedded import EmbeddedSet, embed_set
-from metaedu.evaluation import Score, evaluate_metric_model
+from metaedu.evaluation import Score, episode_accuracy
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, predict_eval_mode, squared_euclidean
-from metaedu.runtime import check_settings, seeded
-from metaedu.tasks.episodes import check_rotations
-from metaedu.tasks.episodes import EpisodeSampler
+from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, squared_euclidean
+from metaedu.runtime import check_settings, evaluation_mode, seeded
+from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
 DISTANCES = ("euclidean", "cosine")
@@ -130,7 +130,7 @@ def as_linear_layer(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 2 * protos, -protos.pow(2).sum(-1)
 
 
-class ProtoNet(nn.Module):
+class ProtoNet(MetricModel):
     """f_phi and the prototype classifier; ``forward(episodes)`` gives the query logits ``[tasks, n_query_total, n_way]``."""
 
     def __init__(self, settings: ProtoNetSettings, in_channels: int = 1, image_size: int = 28) -> None:
@@ -138,19 +138,9 @@ class ProtoNet(nn.Module):
         self.settings = settings
         self.encoder = Conv4(in_channels, settings.hidden, image_size=image_size)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-        return encode(self.encoder, x)
-
     def logits(self, z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor, n_way: int) -> torch.Tensor:
         protos = prototypes(z_support, y_support, n_way)  # [tasks, n_way, D]
         return prototype_logits(z_query, protos, self.settings.distance, self.settings.cosine_scale)
-
-    def forward(self, episodes) -> torch.Tensor:
-        n_support = episodes.x_support.shape[1]
-        # support and query through the CNN in one call: [tasks, n_support + n_query_total, D]
-        z = self.embed(torch.cat([episodes.x_support, episodes.x_query], 1))
-        return self.logits(z[:, :n_support], episodes.y_support, z[:, n_support:], episodes.n_way)
 
 
 # ----------------------------------------------------------------------------- training and testing
@@ -170,46 +160,17 @@ def train_protonet(
 
     ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
     """
-    device = torch.device(device)
     checkpoint = resolve(checkpoint, "protonet", settings, data, seed, model)
     if model is None:
         with seeded(seed):  # the initial weights depend on the seed only
             model = ProtoNet(settings, data.image_shape[0], data.image_shape[-1])
-    model = model.to(device)
-    sampler = EpisodeSampler(data, settings.train_way, settings.train_shot, settings.train_query,
-                             rotations=settings.rotations, device=device, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=settings.lr_halve_every, gamma=0.5)
-    model.train()
-
-    def step(i: int) -> dict:
-        eps = sampler.sample(settings.tasks)
-        logits = model(eps)  # [tasks, n_way * n_query, n_way]
-        loss = episode_loss(logits, eps.y_query)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        acc = (logits.argmax(-1) == eps.y_query).float().mean()
-        return {"loss": loss.detach(), "accuracy": acc}
-
-    history = train(step, settings.steps, state={"model": model, "opt": opt, "sched": sched, "sampler": sampler.generator},
-                    checkpoint=checkpoint, progress=progress, desc="ProtoNet", max_seconds=max_seconds)
+    history = train_on_episodes(model, settings, data, episode_loss, device, seed, checkpoint, progress, "ProtoNet",
+                                lr_halve_every=settings.lr_halve_every, max_seconds=max_seconds)
     return model, history
 
 
-def evaluate(model: ProtoNet, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
-             n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
-    """Accuracy (%) and 95% interval on ``n_way``-way ``k_shot``-shot episodes of ``data``
-    (an image set, or :func:`embed_set` of it for speed); sizes default to the model's settings."""
-    s = model.settings
-    return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
-                                 device=device, seed=seed)
-
-
-def predict(model: ProtoNet, episodes) -> torch.Tensor:
-    """Query logits of a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    return predict_eval_mode(model, episodes)
+# evaluate(model, data, n_way, k_shot, ...) and predict(model, episodes) are the metric-learning trio's
+# shared ones (metaedu.algorithms.metric), imported above.
 
 
 # ----------------------------------------------------------------------------- zero-shot
@@ -282,8 +243,7 @@ class ZeroShotProtoNet(nn.Module):
         return -squared_euclidean(self.query_embedding(features), self.class_prototypes(v))
 
     def forward(self, x_query: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.encoder.eval()
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(self.encoder):  # the fixed encoder, on its running statistics
             features = encode(self.encoder, x_query)  # [tasks, n, D]
         return self.logits_from_features(features, v)
 
@@ -350,18 +310,15 @@ def evaluate_zero_shot(model: ZeroShotProtoNet, data: ClassImageSet, metadata: t
                        n_query: int | None = None, n_episodes: int | None = None,
                        device: str | torch.device = "cpu", seed: int = 0) -> Score:
     """Zero-shot accuracy (%) with its 95% interval: prototypes from ``metadata`` only, no support images."""
-    from metaedu.evaluation import episode_accuracy
-
     _check_metadata(metadata, data)
     s = model.settings
     embedded = data if isinstance(data, EmbeddedSet) else embed_set(model.encoder, data, device)
     if embedded.encoder is not model.encoder:
         raise ValueError(f"{embedded.name} was embedded by a different encoder than this model's")
     sampler = EpisodeSampler(embedded, n_way, 1, n_query or s.eval_query, device=device, seed=seed)
-    model.eval()
-    score = episode_accuracy(
-        lambda eps: model.logits_from_features(eps.x_query.flatten(2), _class_metadata(metadata, eps.classes, device)),
-        sampler, n_episodes=n_episodes or s.eval_episodes,
-    )
-    model.train()
-    return score
+    with evaluation_mode(model):
+        return episode_accuracy(
+            lambda eps: model.logits_from_features(eps.x_query.flatten(2),
+                                                   _class_metadata(metadata, eps.classes, device)),
+            sampler, n_episodes=n_episodes or s.eval_episodes,
+        )

@@ -35,10 +35,11 @@ from torch import nn
 
 from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
-from metaedu.evaluation import Score, evaluate_metric_model, mean_ci
+from metaedu.algorithms.metric import MetricModel, evaluate, predict  # noqa: F401 (the API)
+from metaedu.evaluation import Score, mean_ci
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import encode, one_hot_labels, predict_eval_mode
-from metaedu.runtime import check_settings, seeded
+from metaedu.nn.distances import one_hot_labels
+from metaedu.runtime import check_settings, evaluation_mode, seeded
 from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
@@ -77,7 +78,7 @@ class SiameseSettings:
         check_rotations(self.rotations)
 
 
-class SiameseNet(nn.Module):
+class SiameseNet(MetricModel):
     """Twin Conv4 encoders (one set of weights) and a weighted-L1 logistic similarity."""
 
     def __init__(self, settings: SiameseSettings, in_channels: int = 1, image_size: int = 28) -> None:
@@ -90,9 +91,7 @@ class SiameseNet(nn.Module):
         nn.init.constant_(self.weighting.weight, -1.0 / self.encoder.out_dim)
         nn.init.constant_(self.weighting.bias, 1.0)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-        return encode(self.encoder, x)
+    # embed and forward (support and query through the CNN in one call) come from MetricModel
 
     def pair_logits(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """sum_j alpha_j |a_j - b_j| + b for every pair: ``[tasks, n, D]``, ``[tasks, m, D]`` -> ``[tasks, n, m]``."""
@@ -105,11 +104,6 @@ class SiameseNet(nn.Module):
         member = one_hot_labels(y_support, n_way).transpose(1, 2).bool()  # [tasks, n_way, n_support]
         masked = sim[:, :, None, :].masked_fill(~member[:, None], float("-inf"))  # [tasks, n_query, n_way, n_support]
         return masked.amax(-1)
-
-    def forward(self, episodes) -> torch.Tensor:
-        n_support = episodes.x_support.shape[1]
-        z = self.embed(torch.cat([episodes.x_support, episodes.x_query], 1))
-        return self.logits(z[:, :n_support], episodes.y_support, z[:, n_support:], episodes.n_way)
 
 
 # ----------------------------------------------------------------------------- verification pairs
@@ -217,14 +211,12 @@ def verification_scores(model: SiameseNet, data: ClassImageSet, n_pairs: int | N
     n_pairs = n_pairs or model.settings.eval_pairs
     batch_classes = min(batch_classes, data.n_classes)
     sampler = EpisodeSampler(data, batch_classes, 1, 1, device=device, seed=seed)
-    was = model.training
-    model.eval()
     ps, ys = [], []
-    while sum(len(y) for y in ys) < n_pairs:
-        x_1, x_2, y = pairs_from_episode(sampler.sample(1))
-        ps.append(torch.sigmoid(pair_probability_logits(model, x_1, x_2)).flatten().cpu())
-        ys.append(y.flatten().cpu())
-    model.train(was)
+    with evaluation_mode(model):
+        while sum(len(y) for y in ys) < n_pairs:
+            x_1, x_2, y = pairs_from_episode(sampler.sample(1))
+            ps.append(torch.sigmoid(pair_probability_logits(model, x_1, x_2)).flatten().cpu())
+            ys.append(y.flatten().cpu())
     return torch.cat(ps)[:n_pairs], torch.cat(ys)[:n_pairs]
 
 
@@ -240,16 +232,5 @@ def accuracy_of_scores(p: torch.Tensor, y: torch.Tensor) -> Score:
     return mean_ci(((p > 0.5).float() == y).float() * 100)
 
 
-def evaluate(model: SiameseNet, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
-             n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
-    """N-way K-shot accuracy (%) and 95% interval on episodes of ``data``
-    (an image set, or ``metaedu.data.embedded.embed_set(model.encoder, data)`` for speed)."""
-    s = model.settings
-    return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
-                                 device=device, seed=seed)
-
-
-def predict(model: SiameseNet, episodes) -> torch.Tensor:
-    """Class scores for a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    return predict_eval_mode(model, episodes)
-
+# evaluate(model, data, n_way, k_shot, ...) (N-way K-shot accuracy) and predict(model, episodes) (class scores
+# in evaluation mode) are the metric-learning trio's shared ones (metaedu.algorithms.metric), imported above.

@@ -22,22 +22,9 @@ import torch.nn.functional as F
 from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.nn.backbones import Conv4
-from metaedu.runtime import check_settings, seeded
+from metaedu.nn.distances import nearest_neighbour
+from metaedu.runtime import check_settings, evaluation_mode, seeded
 from metaedu.training import History, train
-
-
-def nearest_neighbour(z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
-    """Label of the nearest support item for each query.
-
-    Shapes: ``z_support [tasks, S, D]``, ``y_support [tasks, S]``, ``z_query [tasks, Q, D]`` -> ``[tasks, Q]``.
-    """
-    if metric == "euclidean":
-        dist = torch.cdist(z_query, z_support)  # [tasks, Q, S]
-    elif metric == "cosine":
-        dist = -F.normalize(z_query, dim=-1) @ F.normalize(z_support, dim=-1).transpose(1, 2)
-    else:
-        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
-    return torch.gather(y_support, 1, dist.argmin(-1))
 
 
 def pixel_nearest_neighbour(episodes) -> torch.Tensor:
@@ -107,11 +94,9 @@ def pretrain_classifier(
 
 @torch.no_grad()
 def embed(model: Conv4, x: torch.Tensor) -> torch.Tensor:
-    """Features (the layer before the head) of ``x [tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-    was_training = model.training
-    model.eval()
-    z = model.features(x.flatten(0, 1)).flatten(1)
-    model.train(was_training)
+    """Features (the layer before the head, evaluation mode) of ``x [tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
+    with evaluation_mode(model):
+        z = model.features(x.flatten(0, 1)).flatten(1)
     return z.view(x.shape[0], x.shape[1], -1)
 
 

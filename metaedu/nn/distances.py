@@ -8,6 +8,9 @@ over a leading task dimension:
 * ``squared_euclidean(a, b)[t, i, j] = ||a[t, i] - b[t, j]||^2``
 * ``cosine_similarity(a, b)[t, i, j] = a[t, i] . b[t, j] / (||a[t, i]|| ||b[t, j]||)``
 
+and :func:`nearest_neighbour`, the one 1-NN rule of the package (on pixels, on features,
+over the earlier steps of a MANN sequence).
+
 Embedding a whole image set once is :func:`metaedu.data.embedded.embed_set`;
 scoring a metric model over many episodes is
 :func:`metaedu.evaluation.evaluate_metric_model`.
@@ -62,11 +65,25 @@ def encode(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return z.reshape(tasks, n, -1)
 
 
-@torch.no_grad()
-def predict_eval_mode(model: nn.Module, episodes) -> torch.Tensor:
-    """``model(episodes)`` in evaluation mode (batch norm on running statistics), the mode restored after."""
-    was = model.training
-    model.eval()
-    out = model(episodes)
-    model.train(was)
-    return out
+def nearest_neighbour(z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor,
+                      metric: str = "euclidean", allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """1-nearest neighbour: each query takes the label of its closest support item.
+
+    Shapes: ``z_support [tasks, S, D]``, ``z_query [tasks, Q, D]``, ``y_support [tasks, S]`` (or
+    ``[tasks, S, L]`` for labels of L characters) -> ``[tasks, Q]`` (or ``[tasks, Q, L]``).
+    ``metric``: ``"euclidean"`` or ``"cosine"``. ``allowed`` (bool, ``[Q, S]`` or ``[tasks, Q, S]``):
+    the support items each query may take (e.g. only earlier steps of a sequence). Ties go to the
+    lowest support index.
+    """
+    if metric == "euclidean":
+        dist = torch.cdist(z_query, z_support)  # [tasks, Q, S]
+    elif metric == "cosine":
+        dist = -nn.functional.normalize(z_query, dim=-1) @ nn.functional.normalize(z_support, dim=-1).transpose(1, 2)
+    else:
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    if allowed is not None:
+        dist = dist.masked_fill(~allowed, float("inf"))
+    nearest = dist.argmin(-1)  # [tasks, Q]
+    if y_support.dim() == 3:
+        nearest = nearest.unsqueeze(-1).expand(-1, -1, y_support.shape[-1])
+    return torch.gather(y_support, 1, nearest)
