@@ -179,3 +179,48 @@ def train(
             break
     history.seconds = _now() - began
     return history
+
+
+class ValidationKeeper:
+    """Model selection on validation data (held-out training classes, never the evaluation split).
+
+    Called after every training step with the number of steps done: every ``every`` steps (and
+    after the last) it scores ``model`` with ``score()`` (higher is better, computed without
+    gradients) and keeps a copy of the best weights so far; :meth:`restore` puts them back.
+    Put it in ``train``'s ``state``: its scores and best weights are checkpointed with the rest.
+    """
+
+    def __init__(self, model: torch.nn.Module, score: Callable[[], float], every: int) -> None:
+        if every < 1:
+            raise ValueError(f"the validation interval must be >= 1 steps, got {every}")
+        self.model, self.score, self.every = model, score, every
+        self.steps: list[int] = []  # steps done at each score
+        self.accs: list[float] = []  # the scores
+        self.best_state: dict | None = None
+
+    @torch.no_grad()
+    def __call__(self, done: int, last: bool) -> None:
+        if done % self.every and not last:
+            return
+        value = float(self.score())
+        if not self.accs or value > max(self.accs):
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.steps.append(done)
+        self.accs.append(value)
+
+    @property
+    def best(self) -> tuple[int, float]:
+        """(steps done, score) of the kept weights (the earliest of equal scores)."""
+        j = max(range(len(self.accs)), key=lambda k: (self.accs[k], -k))
+        return self.steps[j], self.accs[j]
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "accs": self.accs, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.accs, self.best_state = list(state["steps"]), list(state["accs"]), state["best_state"]
+

@@ -75,3 +75,23 @@ def test_checkpoint_from_another_setup_is_refused(tmp_path):
     train(step, 2, state={"model": model}, checkpoint=ckpt, progress=False)
     with pytest.raises(ValueError, match="lacks"):
         train(step, 4, state={"model": model, "optimizer": opt}, checkpoint=ckpt, progress=False)
+
+
+def test_validation_keeper_keeps_and_restores_the_best_weights():
+    from metaedu.training import ValidationKeeper
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    scores = iter([10.0, 30.0, 20.0, 30.0])  # the best comes at the 2nd score; a later tie does not replace it
+    keeper = ValidationKeeper(model, lambda: next(scores), every=2)
+    for done in range(1, 8):
+        with torch.no_grad():
+            model.weight.fill_(done)  # the weights after `done` steps
+        keeper(done, last=done == 7)
+    assert keeper.steps == [2, 4, 6, 7] and keeper.best == (4, 30.0)
+    keeper.restore()
+    assert model.weight.item() == 4.0
+    copy = ValidationKeeper(model, lambda: 0.0, every=2)
+    copy.load_state_dict(keeper.state_dict())
+    assert copy.best == keeper.best
+    with pytest.raises(ValueError, match="interval"):
+        ValidationKeeper(model, lambda: 0.0, every=0)

@@ -11,7 +11,7 @@ meta-training classes at once (no episodes):
 * **Baseline-nearest-neighbour**: embed D_train and D_test with the pre-trained conv
   blocks and give each D_test image the label of its nearest D_train image (cosine).
 
-The network is the meta-learner's own learner (:class:`~metaedu.algorithms.meta_lstm.ConvLearner`),
+The network is the meta-learner's own learner (:class:`~metaedu.nn.conv_learner.ConvLearner`),
 so the comparison is between learning rules, not architectures. Its batch norm follows
 the same rule as the learner's: statistics of D_train, applied to D_test as well.
 
@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metaedu.algorithms.meta_lstm import ConvLearner, query_logits
+from metaedu.algorithms.meta_lstm import query_logits
 from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.nn.conv_learner import ConvLearner
 from metaedu.nn.distances import nearest_neighbour
 from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
