@@ -147,11 +147,12 @@ def run_baselines_pretrain(checkpoint):
 
 def run_learned_optimizer(checkpoint):
     from metaedu.algorithms import learned_optimizer as lo
+    from metaedu.tasks.optimizees import QuadraticProblem
 
     s = lo.LearnedOptimizerSettings(hidden=4, horizon=6, unroll=2, quad_dim=3)  # 3 segments a run
     with seeded(0):
         opt = lo.CoordinatewiseLSTM.from_settings(s)
-    lo.meta_train(opt, lo.QuadraticProblem(dim=3, seed=1), s, episodes=2, meta_batch=4, progress=False,
+    lo.meta_train(opt, QuadraticProblem(dim=3, seed=1), s, episodes=2, meta_batch=4, progress=False,
                   checkpoint=checkpoint)
     return opt
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from metaedu.algorithms import learned_optimizer as lo
+from metaedu.tasks import optimizees
 from metaedu.nn.preprocess import preprocess
 from metaedu.tasks.regression import Quadratics
 
@@ -111,7 +112,7 @@ def _tiny(dtype=torch.float64, seed=0, use_preprocess=True):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(2, 3, 3, generator=g, dtype=dtype)
     y = torch.randn(2, 3, generator=g, dtype=dtype)
-    run = lo.QuadraticRun(Quadratics(W, y), 0.1 * torch.randn(2, 3, generator=g, dtype=dtype))
+    run = optimizees.QuadraticRun(Quadratics(W, y), 0.1 * torch.randn(2, 3, generator=g, dtype=dtype))
     return opt, run
 
 
@@ -222,9 +223,9 @@ def test_meta_training_reduces_meta_loss_on_tiny_problem():
     torch.manual_seed(0)
     s = lo.LearnedOptimizerSettings(hidden=8, horizon=10, unroll=5, meta_lr=1e-2, quad_dim=3)
     opt = lo.CoordinatewiseLSTM.from_settings(s)
-    held_out = lo.QuadraticProblem.from_settings(s, seed=99).sample(64)
+    held_out = optimizees.QuadraticProblem.from_settings(s, seed=99).sample(64)
     before = float(lo.optimize_learned(opt, held_out, s.horizon)[1:].mean())
-    history = lo.meta_train(opt, lo.QuadraticProblem.from_settings(s, seed=0), s, episodes=25, meta_batch=32,
+    history = lo.meta_train(opt, optimizees.QuadraticProblem.from_settings(s, seed=0), s, episodes=25, meta_batch=32,
                             progress=False)
     after = float(lo.optimize_learned(opt, held_out, s.horizon)[1:].mean())
     assert len(history["loss"]) == 50 and len(history["final"]) == 25
@@ -237,7 +238,7 @@ def test_meta_train_rejects_horizon_not_multiple_of_unroll():
     s = lo.LearnedOptimizerSettings(horizon=10, unroll=5)
     s.unroll = 3  # changed after the checks ran
     with pytest.raises(ValueError, match="multiple of the unroll"):
-        lo.meta_train(lo.CoordinatewiseLSTM(), lo.QuadraticProblem(), s, 1, 1, progress=False)
+        lo.meta_train(lo.CoordinatewiseLSTM(), optimizees.QuadraticProblem(), s, 1, 1, progress=False)
 
 
 # ---------------------------------------------------------------- optimizees and baselines
@@ -250,12 +251,12 @@ def test_flat_mlp_matches_torch_layers():
     theta = torch.cat([torch.cat([l.weight.detach().T.flatten(), l.bias.detach()]) for l in layers])[None]
     x = torch.randn(1, 7, 5)
     expect = layers[2](torch.sigmoid(layers[1](torch.sigmoid(layers[0](x[0])))))
-    torch.testing.assert_close(lo.mlp_logits(theta, x, sizes, "sigmoid")[0], expect)
+    torch.testing.assert_close(optimizees.mlp_logits(theta, x, sizes, "sigmoid")[0], expect)
 
 
 def test_mlp_problem_shapes_and_errors():
     x, y = torch.rand(50, 64), torch.arange(50) % 10
-    problem = lo.MLPProblem(x, y, hidden=(20,), batch=16, seed=0)
+    problem = optimizees.MLPProblem(x, y, hidden=(20,), batch=16, seed=0)
     assert problem.n_params == 64 * 20 + 20 + 20 * 10 + 10
     run = problem.sample(3, steps=4)
     assert run.theta0.shape == (3, problem.n_params) and run.batches.shape == (5, 3, 16)
@@ -263,13 +264,13 @@ def test_mlp_problem_shapes_and_errors():
     with pytest.raises(IndexError, match="steps 0..4"):
         run.loss(run.theta0, 5)
     with pytest.raises(ValueError, match="unknown activation"):
-        lo.MLPProblem(x, y, activation="swish")
+        optimizees.MLPProblem(x, y, activation="swish")
     with pytest.raises(ValueError, match="need x"):
-        lo.MLPProblem(x, y[:10])
+        optimizees.MLPProblem(x, y[:10])
 
 
 def test_sgd_baseline_is_the_closed_form_gradient_step():
-    q = lo.QuadraticProblem(dim=4, init_std=1.0, seed=0).sample(3)
+    q = optimizees.QuadraticProblem(dim=4, init_std=1.0, seed=0).sample(3)
     losses, thetas = lo.optimize_baseline("SGD", 0.01, q, 2, return_thetas=True)
     W, y, th = q.functions.W, q.functions.y, q.theta0
     step1 = th - 0.01 * 2 * torch.einsum("tji,tj->ti", W, torch.einsum("tij,tj->ti", W, th) - y)
@@ -279,17 +280,17 @@ def test_sgd_baseline_is_the_closed_form_gradient_step():
 
 @pytest.mark.parametrize("name", lo.BASELINES)
 def test_batched_baselines_equal_one_function_at_a_time(name):
-    q = lo.QuadraticProblem(dim=4, init_std=1.0, seed=1).sample(3)
+    q = optimizees.QuadraticProblem(dim=4, init_std=1.0, seed=1).sample(3)
     batched = lo.optimize_baseline(name, 0.05, q, 6)
     for i in range(3):
-        one = lo.QuadraticRun(Quadratics(q.functions.W[i: i + 1], q.functions.y[i: i + 1]), q.theta0[i: i + 1])
+        one = optimizees.QuadraticRun(Quadratics(q.functions.W[i: i + 1], q.functions.y[i: i + 1]), q.theta0[i: i + 1])
         torch.testing.assert_close(lo.optimize_baseline(name, 0.05, one, 6)[:, 0], batched[:, i])
     with pytest.raises(ValueError, match="unknown baseline"):
         lo.make_baseline("Adagrad", [q.theta0.clone().requires_grad_(True)], 0.1)
 
 
 def test_tuning_skips_diverging_rates():
-    q = lo.QuadraticProblem(dim=10, seed=2).sample(16)
+    q = optimizees.QuadraticProblem(dim=10, seed=2).sample(16)
     best = lo.tune_baselines(q, 30, (1e-3, 1e-2, 100.0), names=("SGD",))
     assert best["SGD"] in (1e-3, 1e-2)  # lr 100 diverges on these quadratics
     assert not torch.isfinite(lo.optimize_baseline("SGD", 100.0, q, 30)[-1]).all()
