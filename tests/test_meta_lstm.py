@@ -345,3 +345,32 @@ def test_episode_accuracies_are_the_values_behind_episode_accuracy():
     # a method against itself on the same episodes: the paired difference is exactly zero
     again = episode_accuracies(predict, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
     assert mean_ci(accs - again).mean == 0.0
+
+
+# --- the stored quick-mode fine-tune choice -------------------------------------------------
+
+
+def load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_stored_fine_tune_choice_is_a_cell_of_the_quick_grid():
+    base = baselines.BaselineSettings.quick()
+    assert base.finetune_chosen == baselines.QUICK_FINETUNE
+    assert sorted(k for k, _, _ in baselines.QUICK_FINETUNE) == [1, 5]  # the shots lecture 02 tests
+    for _, lr, steps in baselines.QUICK_FINETUNE:
+        assert lr in base.finetune_lrs and steps in base.finetune_step_grid
+
+
+@pytest.mark.slow
+def test_the_stored_fine_tune_choice_is_what_the_tuning_script_chooses():
+    """scripts/choose_quick_finetune.py reruns the grid (about 50 s of CPU); the stored rows must match."""
+    script = load_script("choose_quick_finetune")
+    assert script.as_rows(script.choose()) == baselines.QUICK_FINETUNE

@@ -41,7 +41,8 @@ from metaedu.tasks.episodes import Episodes
 from metaedu.training import History, train
 
 
-#: The quick-mode choice of tune_finetune (see BaselineSettings.finetune_chosen); reproduced by running this module.
+#: The quick-mode choice of tune_finetune as (k_shot, lr, steps) rows (see BaselineSettings.finetune_chosen):
+#: made by ``python scripts/choose_quick_finetune.py``, and checked against a fresh run of it by a test.
 QUICK_FINETUNE = ((1, 0.03, 10), (5, 0.1, 20))
 
 
@@ -58,7 +59,7 @@ class BaselineSettings:
     tune_tolerance: float = 0.5  # cells within this many points of the best count as tied; the cheapest wins
     val_fraction: float = 0.15  # share of background classes held out (whole alphabets) for validation
     # (k_shot, lr, steps) that tune_finetune chose on meta-validation episodes for the quick-mode network
-    # (seed 0); ``python -m metaedu.algorithms.baselines`` reruns that grid. None: run the grid at run time.
+    # (seed 0); ``python scripts/choose_quick_finetune.py`` reruns that grid. None: run the grid at run time.
     finetune_chosen: tuple[tuple[int, float, int], ...] | None = None
     tune_query: int = 15  # D_test images per class in the meta-validation episodes of the grid
     checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
@@ -239,27 +240,6 @@ def finetune_hyperparameters(
         if shots == k_shot:
             return Tuning(lr, steps, {}, k_shot)
     return tune_finetune(learner, theta_pre, validation, settings, k_shot, device=device, seed=seed)
-
-
-def _choose_quick_finetune(seed: int = 0) -> None:
-    """Pre-train the quick-mode network as lecture 02 does and run the grid on meta-validation episodes."""
-    from metaedu.algorithms.meta_lstm import MetaLSTMSettings as LSTMSettings
-    from metaedu.data.glyphs import load_glyphs
-    from metaedu.runtime import set_threads
-
-    set_threads()
-    lstm, base = LSTMSettings.quick(), BaselineSettings.quick()
-    train_set, validation = validation_split(load_glyphs().split("background"), base.val_fraction, seed=seed)
-    learner = ConvLearner(lstm.n_way, lstm.filters, lstm.blocks)
-    theta_pre, _ = pretrain(learner, train_set, base, seed=seed, progress=False)
-    for k_shot in (1, 5):
-        tuning = tune_finetune(learner, theta_pre, validation, base, k_shot, seed=seed)
-        cells = ", ".join(f"{lr:g}/{n}: {acc:.1f}" for (lr, n), acc in tuning.accuracy.items())
-        print(f"{k_shot}-shot (lr/steps: validation accuracy %) {cells}\n  -> ({k_shot}, {tuning.lr:g}, {tuning.steps})")
-
-
-if __name__ == "__main__":
-    _choose_quick_finetune()
 
 
 def nearest_neighbour_predictor(learner: ConvLearner, theta_pre: torch.Tensor):
