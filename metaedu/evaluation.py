@@ -68,6 +68,11 @@ def episode_accuracies(
     the same seed see the same episodes, so ``mean_ci(acc_a - acc_b)`` is their
     paired difference (a sharper comparison than two separate intervals).
     """
+    if getattr(sampler, "n_query", 1) < 1:
+        raise ValueError(f"the test episodes have no queries to score (n_query={sampler.n_query}); "
+                         "give the sampler n_query >= 1")
+    if n_episodes < 1 or batch < 1:
+        raise ValueError(f"n_episodes and batch must be at least 1, got {n_episodes} and {batch}")
     per_episode = []
     remaining = n_episodes
     while remaining > 0:

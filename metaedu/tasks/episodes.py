@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.runtime import get_device
 
 
 @dataclass
@@ -106,7 +107,7 @@ class EpisodeSampler:
         self.rotations = tuple(int(r) % 360 for r in rotations)
         self.shuffle_labels = shuffle_labels
         self.within_group = within_group
-        self.device = torch.device(device)
+        self.device = get_device(device)  # a device this machine lacks is a clear error
         self.generator = torch.Generator().manual_seed(seed)
 
         counts = data.counts()

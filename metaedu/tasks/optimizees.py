@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from metaedu.runtime import get_device
 from metaedu.tasks.regression import Quadratics, QuadraticTasks
 
 
@@ -52,7 +53,7 @@ class QuadraticProblem:
     def __init__(self, dim: int = 10, init_std: float = 0.01, device="cpu", seed: int = 0) -> None:
         self.tasks = QuadraticTasks(dim=dim, device=device, seed=seed)
         self.init_std = init_std
-        self.device = torch.device(device)
+        self.device = get_device(device)
         self.generator = torch.Generator().manual_seed(seed + 7919)
 
     @classmethod
@@ -159,7 +160,7 @@ class MLPProblem:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         if batch < 1 or any(h < 1 for h in hidden):
             raise ValueError(f"batch and hidden sizes must be positive, got batch={batch}, hidden={hidden}")
-        self.device = torch.device(device)
+        self.device = get_device(device)
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.sizes = (x.shape[1], *hidden, int(y.max()) + 1)
         self.activation, self.batch = activation, batch
