@@ -23,8 +23,9 @@ def benchmarks_dir() -> Path:
     for folder in (Path(metaedu.__file__).resolve().parent.parent / "benchmarks", Path.cwd() / "benchmarks"):
         if folder.is_dir():
             return folder
-    raise FileNotFoundError("no benchmarks/ folder: the benchmarks ship with the metaedu checkout; run this from a "
-                            "clone (pip install -e .)")
+    raise FileNotFoundError(
+        "no benchmarks/ folder: the benchmarks ship with the metaedu checkout; run this from a clone (pip install -e .)"
+    )
 
 
 def short_name(path: Path) -> str:
@@ -66,9 +67,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark from benchmarks/ (no name: list them)",
-                       description="Run a benchmark script; arguments after the name go to the script "
-                                   "(metaedu bench maml --device cuda).")
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark from benchmarks/ (no name: list them)",
+        description="Run a benchmark script; arguments after the name go to the script "
+        "(metaedu bench maml --device cuda).",
+    )
     p.add_argument("name", nargs="?", help="the benchmark's short name, e.g. maml (see metaedu bench)")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(func=_bench)

@@ -110,9 +110,13 @@ def resolve(checkpoint, name: str, settings, *inputs) -> Path | None:
     record = path.with_suffix(".json")
     if not record.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        described = {"name": name, "settings_class": type(settings).__qualname__,
-                     "settings": {f.name: repr(getattr(settings, f.name)) for f in dataclasses.fields(settings)},
-                     "inputs": [_describe(x) for x in inputs], "format": FORMAT}
+        described = {
+            "name": name,
+            "settings_class": type(settings).__qualname__,
+            "settings": {f.name: repr(getattr(settings, f.name)) for f in dataclasses.fields(settings)},
+            "inputs": [_describe(x) for x in inputs],
+            "format": FORMAT,
+        }
         record.write_text(json.dumps(described, indent=2))
     return path
 

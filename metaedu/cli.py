@@ -69,7 +69,10 @@ def _data(args: argparse.Namespace) -> int:
         took = time.perf_counter() - start
         built = data.load_seconds == 0.0
         print(data.summary())
-        print(f"{'built in' if built else 'loaded from cache in'} {took:.2f} s" + ("" if built else f" (first build took {data.build_seconds:.1f} s)"))
+        print(
+            f"{'built in' if built else 'loaded from cache in'} {took:.2f} s"
+            + ("" if built else f" (first build took {data.build_seconds:.1f} s)")
+        )
         if args.preview:
             import matplotlib
 

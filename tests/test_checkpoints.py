@@ -49,8 +49,9 @@ def interrupting(at_step: int):
 def run_protonet(checkpoint):
     from metaedu.algorithms import protonet
 
-    s = replace(preset(protonet.ProtoNetSettings, "quick"), hidden=4, train_way=4, train_query=2, steps=6,
-                lr_halve_every=2)
+    s = replace(
+        preset(protonet.ProtoNetSettings, "quick"), hidden=4, train_way=4, train_query=2, steps=6, lr_halve_every=2
+    )
     return protonet.train_protonet(s, tiny_images(), seed=1, checkpoint=checkpoint, progress=False)[0]
 
 
@@ -58,13 +59,21 @@ def run_zero_shot(checkpoint):
     from metaedu.algorithms import protonet
     from metaedu.nn.backbones import Conv4
 
-    s = replace(preset(protonet.ZeroShotSettings, "quick"), embed_dim=4, meta_hidden=5, train_way=4, train_query=2,
-                tasks=1, steps=6)
+    s = replace(
+        preset(protonet.ZeroShotSettings, "quick"),
+        embed_dim=4,
+        meta_hidden=5,
+        train_way=4,
+        train_query=2,
+        tasks=1,
+        steps=6,
+    )
     with seeded(0):
         encoder = Conv4(hidden=4, image_size=16)
     data = tiny_images()
-    return protonet.train_zero_shot(s, encoder, data, torch.eye(data.n_classes), seed=1, checkpoint=checkpoint,
-                                    progress=False)[0]
+    return protonet.train_zero_shot(
+        s, encoder, data, torch.eye(data.n_classes), seed=1, checkpoint=checkpoint, progress=False
+    )[0]
 
 
 def run_matching(checkpoint):
@@ -91,8 +100,19 @@ def run_transfer(checkpoint):
 def run_mann(checkpoint):
     from metaedu.algorithms import mann
 
-    s = replace(preset(mann.MANNSettings, "quick"), n_classes=3, per_class=4, train_per_class=4, image_size=4,
-                hidden=6, memory_slots=4, memory_size=3, batch=2, encoder="pixels", seed=1)
+    s = replace(
+        preset(mann.MANNSettings, "quick"),
+        n_classes=3,
+        per_class=4,
+        train_per_class=4,
+        image_size=4,
+        hidden=6,
+        memory_slots=4,
+        memory_size=3,
+        batch=2,
+        encoder="pixels",
+        seed=1,
+    )
     sampler = mann.make_sampler(s, tiny_images(), training=True)
     model = mann.build_model("mann", s, sampler)
     mann.train_model(model, sampler, s, 6, checkpoint=checkpoint, progress=False)
@@ -126,13 +146,25 @@ def run_meta_lstm(checkpoint):
     from metaedu.algorithms import meta_lstm
     from metaedu.tasks.episodes import EpisodeSampler
 
-    s = meta_lstm.MetaLSTMSettings(n_way=3, k_shot=1, n_query=2, filters=3, blocks=2, lstm_hidden=4, updates=2,
-                                   meta_batch=2, meta_steps=6, val_every=2, val_episodes=3)
+    s = meta_lstm.MetaLSTMSettings(
+        n_way=3,
+        k_shot=1,
+        n_query=2,
+        filters=3,
+        blocks=2,
+        lstm_hidden=4,
+        updates=2,
+        meta_batch=2,
+        meta_steps=6,
+        val_every=2,
+        val_episodes=3,
+    )
     data = tiny_images()
     meta = meta_lstm.build(s, seed=1, image_size=16)
     validation = EpisodeSampler(data, 3, 1, 2, seed=9).sample(3)
-    meta_lstm.meta_train(meta, EpisodeSampler(data, 3, 1, 2, seed=1), s, checkpoint=checkpoint, progress=False,
-                         validation=validation)
+    meta_lstm.meta_train(
+        meta, EpisodeSampler(data, 3, 1, 2, seed=1), s, checkpoint=checkpoint, progress=False, validation=validation
+    )
     return meta
 
 
@@ -152,8 +184,9 @@ def run_learned_optimizer(checkpoint):
     s = lo.LearnedOptimizerSettings(hidden=4, horizon=6, unroll=2, quad_dim=3)  # 3 segments a run
     with seeded(0):
         opt = lo.CoordinatewiseLSTM.from_settings(s)
-    lo.meta_train(opt, QuadraticProblem(dim=3, seed=1), s, episodes=2, meta_batch=4, progress=False,
-                  checkpoint=checkpoint)
+    lo.meta_train(
+        opt, QuadraticProblem(dim=3, seed=1), s, episodes=2, meta_batch=4, progress=False, checkpoint=checkpoint
+    )
     return opt
 
 
@@ -213,10 +246,12 @@ def test_names_follow_settings_data_and_seed_and_nothing_else(tmp_path, monkeypa
     assert path.parent == tmp_path / "checkpoints" and path.name.startswith("protonet-")
     assert checkpoints.checkpoint_path("protonet", s, tiny_images(), 0) == path  # the same content, rebuilt
     assert checkpoints.checkpoint_path("protonet", replace(s, checkpoint=True), data, 0) == path  # not a setting
-    others = [checkpoints.checkpoint_path("protonet", replace(s, lr=s.lr * 2), data, 0),
-              checkpoints.checkpoint_path("protonet", s, tiny_images(seed=1), 0),
-              checkpoints.checkpoint_path("protonet", s, data, 1),
-              checkpoints.checkpoint_path("matching", s, data, 0)]
+    others = [
+        checkpoints.checkpoint_path("protonet", replace(s, lr=s.lr * 2), data, 0),
+        checkpoints.checkpoint_path("protonet", s, tiny_images(seed=1), 0),
+        checkpoints.checkpoint_path("protonet", s, data, 1),
+        checkpoints.checkpoint_path("matching", s, data, 0),
+    ]
     assert len({path, *others}) == 5
 
 
@@ -229,8 +264,9 @@ def test_resolve_follows_the_mode_unless_told(tmp_path, monkeypatch):
     auto = checkpoints.resolve(None, "protonet", full, data, 0)
     assert auto == checkpoints.checkpoint_path("protonet", full, data, 0)
     assert auto.with_suffix(".json").exists()  # what was hashed, for people
-    assert checkpoints.resolve(True, "protonet", quick, data, 0) == checkpoints.checkpoint_path("protonet", quick,
-                                                                                                 data, 0)
+    assert checkpoints.resolve(True, "protonet", quick, data, 0) == checkpoints.checkpoint_path(
+        "protonet", quick, data, 0
+    )
     assert checkpoints.resolve(False, "protonet", full, data, 0) is None
     assert checkpoints.resolve(tmp_path / "mine.pt", "protonet", quick, data, 0) == tmp_path / "mine.pt"
 

@@ -13,15 +13,29 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv,names", [
-    (["run", "03", "--device", "tpu"], "unknown device 'tpu'"),
-    (["run", "03", "--cell-timeout", "0"], "--cell-timeout must be at least 1"),
-    (["run", "99"], "no single lecture notebook matches '99'"),
-    (["grade", "/nonexistent/submissions", "--assignment", "episodes_protonet", "--out", "unused", "--jobs", "0"],
-     "--jobs must be at least 1"),
-    (["assign", "/nonexistent/solution.ipynb", "--out", "unused"], "no notebook at /nonexistent/solution.ipynb"),
-    (["bench", "nope"], "no benchmark named 'nope'"),
-])
+@pytest.mark.parametrize(
+    "argv,names",
+    [
+        (["run", "03", "--device", "tpu"], "unknown device 'tpu'"),
+        (["run", "03", "--cell-timeout", "0"], "--cell-timeout must be at least 1"),
+        (["run", "99"], "no single lecture notebook matches '99'"),
+        (
+            [
+                "grade",
+                "/nonexistent/submissions",
+                "--assignment",
+                "episodes_protonet",
+                "--out",
+                "unused",
+                "--jobs",
+                "0",
+            ],
+            "--jobs must be at least 1",
+        ),
+        (["assign", "/nonexistent/solution.ipynb", "--out", "unused"], "no notebook at /nonexistent/solution.ipynb"),
+        (["bench", "nope"], "no benchmark named 'nope'"),
+    ],
+)
 def test_bad_input_is_one_line_and_status_2_before_any_work(argv, names, capsys, monkeypatch):
     def no_kernel(*args, **kwargs):
         raise AssertionError("a notebook was started")
@@ -35,8 +49,7 @@ def test_bad_input_is_one_line_and_status_2_before_any_work(argv, names, capsys,
 
 
 def test_a_missing_submissions_folder_is_named(capsys):
-    assert cli.main(["grade", "/nonexistent/submissions", "--assignment", "episodes_protonet", "--out",
-                     "unused"]) == 2
+    assert cli.main(["grade", "/nonexistent/submissions", "--assignment", "episodes_protonet", "--out", "unused"]) == 2
     assert "/nonexistent/submissions" in one_line(capsys.readouterr().err)
 
 
@@ -64,8 +77,10 @@ def test_the_traceback_is_there_when_asked_for(monkeypatch):
 
 def test_bench_runs_a_script_by_its_short_name_with_its_arguments(tmp_path, monkeypatch, capfd):
     script = tmp_path / "toy_speed.py"
-    script.write_text('"""A toy benchmark: prints a table."""\nimport sys\nprint("ratio", *sys.argv[1:])\n'
-                      'sys.exit(3 if "--fail" in sys.argv else 0)\n')
+    script.write_text(
+        '"""A toy benchmark: prints a table."""\nimport sys\nprint("ratio", *sys.argv[1:])\n'
+        'sys.exit(3 if "--fail" in sys.argv else 0)\n'
+    )
     monkeypatch.setattr(bench, "benchmarks_dir", lambda: tmp_path)
     assert cli.main(["bench", "toy", "--n", "5"]) == 0
     assert capfd.readouterr().out.strip() == "ratio --n 5"

@@ -30,8 +30,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training and evaluation", ("metaedu.training", "metaedu.checkpoints", "metaedu.evaluation")),
     ("algorithms", ("metaedu.algorithms",)),
     ("viz", ("metaedu.viz",)),
-    ("grading and commands", ("metaedu.grading", "metaedu.cli", "metaedu.commands", "metaedu.notebooks",
-                              "metaedu.lab", "metaedu.bench")),
+    (
+        "grading and commands",
+        ("metaedu.grading", "metaedu.cli", "metaedu.commands", "metaedu.notebooks", "metaedu.lab", "metaedu.bench"),
+    ),
 ]
 
 ROOT = Path(metaedu.__file__).parent
@@ -69,8 +71,12 @@ def imports_of(module: str, known: set[str]) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "metaedu")
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
-                node.module.split(".")[0] == "metaedu":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "metaedu"
+        ):
             for alias in node.names:  # ``from metaedu.grading import notebook`` imports a module
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in known else node.module)
@@ -96,7 +102,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
+                return path[path.index(dep) :] + [dep]
             if dep not in state:
                 cycle = visit(dep)
                 if cycle:

@@ -294,3 +294,51 @@ def test_tuning_skips_diverging_rates():
     best = lo.tune_baselines(q, 30, (1e-3, 1e-2, 100.0), names=("SGD",))
     assert best["SGD"] in (1e-3, 1e-2)  # lr 100 diverges on these quadratics
     assert not torch.isfinite(lo.optimize_baseline("SGD", 100.0, q, 30)[-1]).all()
+
+
+class _DoubleQuadratics:
+    """The paper's quadratics in float64, for finite differences (a problem as meta_train expects one)."""
+
+    def __init__(self, dim=3, seed=0):
+        self.inner = optimizees.QuadraticProblem(dim=dim, init_std=0.3, seed=seed)
+        self.device = self.inner.device
+
+    def sample(self, tasks, steps=None):
+        run = self.inner.sample(tasks, steps)
+        return optimizees.QuadraticRun(Quadratics(run.functions.W.double(), run.functions.y.double()),
+                                       run.theta0.double())
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def checkpoint_inputs(self):
+        return self.inner.checkpoint_inputs()
+
+
+def test_truncated_bptt_takes_the_gradient_of_a_segment_with_its_start_held_fixed(monkeypatch):
+    """meta_train's gradient for the second segment of a run is the derivative (finite differences) of
+    that segment's losses with theta and the LSTM state at the segment's start held fixed: truncation,
+    not the gradient of the whole run, which differs."""
+    s = lo.LearnedOptimizerSettings(hidden=3, horizon=4, unroll=2, quad_dim=3, second_order=True, clip_grad=None)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *args, **kwargs: None)  # phi stays where it is
+    opt, _ = _tiny()
+    history = lo.meta_train(opt, _DoubleQuadratics(seed=1), s, episodes=1, meta_batch=2, progress=False)
+    trained = [p.grad.detach().clone() for p in opt.parameters()]  # left from the last step: segment 2
+
+    run = _DoubleQuadratics(seed=1).sample(2, s.horizon)  # the same run, drawn again
+    seg1, theta1, state1, _ = lo.unroll(opt, run, run.theta0, None, 0, 2, second_order=True)
+    start = (theta1.detach(), lo.detach_state(state1))
+    segment2 = lambda: lo.unroll(opt, run, start[0], start[1], 2, 2, second_order=True)[0]  # noqa: E731
+    # the history keeps float32 values of each segment's mean loss per step
+    assert history["loss"] == pytest.approx([float(seg1.detach()) / 2, float(segment2().detach()) / 2], rel=1e-6)
+    direction = torch.randn(_flat_params(opt).numel(), generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    numeric = _directional_fd(opt, lambda: segment2() / 2, direction)
+    analytic = float(torch.cat([g.flatten() for g in trained]) @ direction)
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+    whole = lo.unroll(opt, run, run.theta0, None, 0, 4, second_order=True,
+                      weights=torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64))[0] / 2
+    untruncated = _autograd_directional(opt, whole, direction)  # segment 2's losses, through segment 1 too
+    assert abs(untruncated - analytic) > 1e-3 * abs(analytic)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from metaedu.algorithms import mann
 from metaedu.data.base import ClassImageSet
-from metaedu.tasks.sequences import SequenceSampler, Sequences
+from metaedu.tasks.sequences import SequenceSampler
 
 
 def gen(seed=0):

@@ -342,9 +342,41 @@ def test_episode_accuracies_are_the_values_behind_episode_accuracy():
     eps = EpisodeSampler(data, 3, 2, 2, seed=4).sample(3)
     direct = (predict(eps) == eps.y_query).float().mean(1) * 100
     torch.testing.assert_close(accs[:3], direct)
-    # a method against itself on the same episodes: the paired difference is exactly zero
-    again = episode_accuracies(predict, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
-    assert mean_ci(accs - again).mean == 0.0
+    # another method on the same episodes: the paired difference is the difference episode by episode
+    finetune = baselines.finetune_predictor(learner, theta, lr=0.5, steps=2)
+    other = episode_accuracies(finetune, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
+    direct_other = (finetune(eps).argmax(-1) == eps.y_query).float().mean(1) * 100
+    torch.testing.assert_close(other[:3], direct_other)
+    assert not torch.equal(accs, other)  # the two methods differ on some episode, so the check below has teeth
+    torch.testing.assert_close(accs[:3] - other[:3], direct - direct_other)
+
+
+def test_pretraining_learns_whole_set_classification_and_hands_over_a_zero_head():
+    """Known answer: pre-training on separable classes gives features in which every image lies nearest
+    its own class mean, computed here through an independent torch network with the same weights."""
+    from tiny_data import tiny_images
+
+    data = tiny_images(n_classes=6, per_class=8)
+    learner = ml.ConvLearner(3, 4, 2, image_size=16)
+    s = baselines.BaselineSettings(pretrain_steps=150, batch_size=16, pretrain_lr=1e-2)
+    theta, history = baselines.pretrain(learner, data, s, seed=0, progress=False)
+    assert theta.shape == (learner.n_params,) and not theta.requires_grad
+    assert (theta[learner.offsets["head.weight"].start:] == 0).all()  # a fresh (zero) n_way head
+    assert sum(history["loss"][-10:]) < 0.2 * sum(history["loss"][:10])
+    net = reference_net(learner)  # the learner as torch layers, loaded with the pre-trained body
+    with torch.no_grad():
+        for i, (conv, bn) in enumerate(zip(net[0::4][:learner.blocks], net[1::4][:learner.blocks]), 1):
+            conv.weight.copy_(theta[learner.offsets[f"conv{i}.weight"]].view_as(conv.weight))
+            conv.bias.copy_(theta[learner.offsets[f"conv{i}.bias"]])
+            bn.weight.copy_(theta[learner.offsets[f"bn{i}.weight"]])
+            bn.bias.copy_(theta[learner.offsets[f"bn{i}.bias"]])
+        z = net[:-1](data.float_images())  # [N, D] features (batch statistics of the whole set)
+        torch.testing.assert_close(z, learner.features(theta[None], data.float_images()[None])[0])
+        means = torch.stack([z[data.targets == c].mean(0) for c in range(6)])  # [6, D]
+        nearest = torch.cdist(z, means).argmin(1)
+    assert (nearest == data.targets).float().mean() == 1.0
+    again, _ = baselines.pretrain(learner, data, s, seed=0, progress=False)
+    assert torch.equal(theta, again)  # the seed decides everything
 
 
 # --- the stored quick-mode fine-tune choice -------------------------------------------------

@@ -22,8 +22,10 @@ ALLOWED = {
     "runtime.py": "seed_everything and seeded are the two sanctioned ways",
     "grading/stage_b.py": "runs alone in the grader's sandbox process, seeding it for the student's code",
 }
-SETS_GLOBAL_STATE = re.compile(r"torch\.manual_seed\(|torch\.cuda\.manual_seed|np\.random\.seed\(|"
-                               r"(?<![\w.])random\.seed\(|torch\.set_rng_state\(")
+SETS_GLOBAL_STATE = re.compile(
+    r"torch\.manual_seed\(|torch\.cuda\.manual_seed|np\.random\.seed\(|"
+    r"(?<![\w.])random\.seed\(|torch\.set_rng_state\("
+)
 
 
 def test_no_module_sets_the_global_seed():
@@ -62,8 +64,15 @@ def _zero_shot(data, seed):
     from metaedu.algorithms import protonet
     from metaedu.nn.backbones import Conv4
 
-    s = replace(preset(protonet.ZeroShotSettings, "quick"), embed_dim=4, meta_hidden=5, train_way=4, train_query=2,
-                tasks=1, steps=2)
+    s = replace(
+        preset(protonet.ZeroShotSettings, "quick"),
+        embed_dim=4,
+        meta_hidden=5,
+        train_way=4,
+        train_query=2,
+        tasks=1,
+        steps=2,
+    )
     metadata = torch.eye(data.n_classes)
     with seeded(0):  # the fixed image encoder is the test's own, built without touching the global state
         encoder = Conv4(hidden=4, image_size=16)
@@ -94,8 +103,19 @@ def _transfer(data, seed):
 def _mann(data, seed):
     from metaedu.algorithms import mann
 
-    s = replace(preset(mann.MANNSettings, "quick"), n_classes=3, per_class=4, train_per_class=4, image_size=4,
-                hidden=6, memory_slots=4, memory_size=3, baseline_hidden=6, encoder="pixels", seed=seed)
+    s = replace(
+        preset(mann.MANNSettings, "quick"),
+        n_classes=3,
+        per_class=4,
+        train_per_class=4,
+        image_size=4,
+        hidden=6,
+        memory_slots=4,
+        memory_size=3,
+        baseline_hidden=6,
+        encoder="pixels",
+        seed=seed,
+    )
     sampler = mann.make_sampler(s, data)
     return torch.nn.ModuleList([mann.build_model(kind, s, sampler) for kind in mann.MODELS])
 

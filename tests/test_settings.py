@@ -18,8 +18,13 @@ def settings_classes() -> list[type]:
     for info in pkgutil.walk_packages(metaedu.algorithms.__path__, prefix="metaedu.algorithms."):
         module = importlib.import_module(info.name)
         for value in vars(module).values():
-            if (isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == info.name
-                    and hasattr(value, "quick") and hasattr(value, "full")):
+            if (
+                isinstance(value, type)
+                and dataclasses.is_dataclass(value)
+                and value.__module__ == info.name
+                and hasattr(value, "quick")
+                and hasattr(value, "full")
+            ):
                 found[f"{value.__module__}.{value.__qualname__}"] = value
     return [found[k] for k in sorted(found)]
 

@@ -43,21 +43,23 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert hist.steps[0] == 0 and hist.steps[-1] == 39 and len(hist.steps) == 40
 
 
-def test_time_budget_stops_after_the_step_that_uses_it_up(tmp_path):
-    import time
+def test_time_budget_stops_after_the_step_that_uses_it_up(tmp_path, monkeypatch):
+    from metaedu import training
 
+    clock = {"now": 100.0}
+    monkeypatch.setattr(training, "_now", lambda: clock["now"])  # a fake clock: no wall-clock dependence
     calls = []
 
     def step(i):
         calls.append(i)
-        time.sleep(0.02)
+        clock["now"] += 0.03  # every step takes 30 ms
         return {"loss": torch.tensor(1.0)}
 
     ckpt = tmp_path / "budget.pt"
     hist = train(step, 1000, checkpoint=ckpt, checkpoint_every=10_000, log_every=7, progress=False, max_seconds=0.1)
-    assert 3 <= len(calls) < 1000 and hist.steps_done == len(calls)
-    assert hist.steps[-1] == calls[-1] and hist.seconds >= 0.1
-    assert ckpt.exists()  # the stopping point is saved, so a later run can resume from it
+    assert calls == [0, 1, 2, 3]  # 0.09 s after three steps, 0.12 s after the fourth: it stops there
+    assert hist.steps_done == 4 and hist.steps[-1] == 3 and hist.seconds == pytest.approx(0.12)
+    assert torch.load(ckpt, weights_only=False)["step"] == 4  # the stopping point is saved, to resume from
     assert train(step, 5, progress=False).steps_done == 5  # no budget: every step
 
 

@@ -14,5 +14,10 @@ def tiny_images(n_classes: int = 12, per_class: int = 6, side: int = 16, seed: i
     noise = 0.2 * torch.rand(n_classes * per_class, 1, side, side, generator=g)
     images = (protos.repeat_interleave(per_class, 0) + noise).clamp(0, 1)
     groups = [f"g{c % 3}" for c in range(n_classes)]
-    return ClassImageSet(images, torch.arange(n_classes).repeat_interleave(per_class),
-                         [str(c) for c in range(n_classes)], groups, name="tiny")
+    return ClassImageSet(
+        images,
+        torch.arange(n_classes).repeat_interleave(per_class),
+        [str(c) for c in range(n_classes)],
+        groups,
+        name="tiny",
+    )

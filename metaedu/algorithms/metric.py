@@ -41,8 +41,9 @@ class MetricModel(nn.Module):
         """``[tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
         return encode(self.encoder, x)
 
-    def logits(self, z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor,
-               n_way: int) -> torch.Tensor:
+    def logits(
+        self, z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
         """Class scores ``[tasks, n_query, n_way]`` of the queries, given the embedded support set."""
         raise NotImplementedError(f"{type(self).__name__} must define logits()")
 
@@ -76,8 +77,15 @@ def train_on_episodes(
     """
     device = torch.device(device)
     model.to(device)
-    sampler = EpisodeSampler(data, settings.train_way, settings.train_shot, settings.train_query,
-                             rotations=settings.rotations, device=device, seed=seed)
+    sampler = EpisodeSampler(
+        data,
+        settings.train_way,
+        settings.train_shot,
+        settings.train_query,
+        rotations=settings.rotations,
+        device=device,
+        seed=seed,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_halve_every, gamma=0.5) if lr_halve_every else None
     model.train()
@@ -96,12 +104,21 @@ def train_on_episodes(
     state = {"model": model, "opt": opt, "sampler": sampler.generator}
     if sched is not None:
         state["sched"] = sched
-    return train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc,
-                 max_seconds=max_seconds)
+    return train(
+        step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc, max_seconds=max_seconds
+    )
 
 
-def evaluate(model: MetricModel, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
-             n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
+def evaluate(
+    model: MetricModel,
+    data: ClassImageSet,
+    n_way: int,
+    k_shot: int,
+    n_query: int | None = None,
+    n_episodes: int | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Score:
     """Accuracy (%) and 95% interval on ``n_way``-way ``k_shot``-shot test episodes of ``data``.
 
     ``data`` is an image set or, much faster, ``metaedu.data.embedded.embed_set(model.encoder, data)``;
@@ -109,8 +126,9 @@ def evaluate(model: MetricModel, data: ClassImageSet, n_way: int, k_shot: int, n
     ``settings.eval_episodes``.
     """
     s = model.settings
-    return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
-                                 device=device, seed=seed)
+    return evaluate_metric_model(
+        model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes, device=device, seed=seed
+    )
 
 
 @torch.no_grad()

@@ -52,4 +52,3 @@ def embed_set(encoder, data: ClassImageSet, device: str | torch.device = "cpu", 
     )
     out.encoder = encoder
     return out
-

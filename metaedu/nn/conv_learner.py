@@ -35,7 +35,9 @@ class ConvLearner:
     grouped convolution.
     """
 
-    def __init__(self, n_way: int, filters: int = 16, blocks: int = 4, in_channels: int = 1, image_size: int = 28) -> None:
+    def __init__(
+        self, n_way: int, filters: int = 16, blocks: int = 4, in_channels: int = 1, image_size: int = 28
+    ) -> None:
         for name, value in (("n_way", n_way), ("filters", filters), ("blocks", blocks), ("in_channels", in_channels)):
             if int(value) != value or value < 1:
                 raise ValueError(f"ConvLearner: {name} must be a positive integer, got {value!r}")
@@ -43,7 +45,9 @@ class ConvLearner:
         for _ in range(blocks):
             side //= 2
         if side < 1:
-            raise ValueError(f"ConvLearner: {blocks} blocks halve a {image_size}-pixel image to nothing; use fewer blocks")
+            raise ValueError(
+                f"ConvLearner: {blocks} blocks halve a {image_size}-pixel image to nothing; use fewer blocks"
+            )
         self.n_way, self.filters, self.blocks = n_way, filters, blocks
         self.in_channels, self.image_size = in_channels, image_size
         self.feature_dim = filters * side * side
@@ -118,8 +122,10 @@ class ConvLearner:
                 f"the learner expects {self.in_channels}x{self.image_size}x{self.image_size} images, got {tuple(x.shape[2:])}"
             )
         p = self.unflatten(theta)
-        blocks = [(p[f"conv{b}.weight"], p[f"conv{b}.bias"], p[f"bn{b}.weight"], p[f"bn{b}.bias"])
-                  for b in range(1, self.blocks + 1)]
+        blocks = [
+            (p[f"conv{b}.weight"], p[f"conv{b}.bias"], p[f"bn{b}.weight"], p[f"bn{b}.bias"])
+            for b in range(1, self.blocks + 1)
+        ]
         # channels-last memory order on every device: about twice as fast for these narrow convolutions on CPU
         return grouped_conv_blocks(x, blocks, n_stats=n_stats, channels_last=True)  # [tasks, n, feature_dim]
 

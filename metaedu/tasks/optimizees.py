@@ -100,9 +100,9 @@ def mlp_logits(theta: torch.Tensor, x: torch.Tensor, sizes: tuple[int, ...], act
     offset, h = 0, x
     n_layers = len(sizes) - 1
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        W = theta[:, offset: offset + a * b].reshape(-1, a, b)  # [tasks, a, b]
+        W = theta[:, offset : offset + a * b].reshape(-1, a, b)  # [tasks, a, b]
         offset += a * b
-        bias = theta[:, offset: offset + b]  # [tasks, b]
+        bias = theta[:, offset : offset + b]  # [tasks, b]
         offset += b
         h = torch.bmm(h, W) + bias[:, None, :]  # [tasks, B, b]
         if i < n_layers - 1:
@@ -151,8 +151,16 @@ class MLPProblem:
     Weights start as N(0, 1/fan_in), biases at zero.
     """
 
-    def __init__(self, x, y, hidden: tuple[int, ...] = (20,), activation: str = "sigmoid", batch: int = 128,
-                 device="cpu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        x,
+        y,
+        hidden: tuple[int, ...] = (20,),
+        activation: str = "sigmoid",
+        batch: int = 128,
+        device="cpu",
+        seed: int = 0,
+    ) -> None:
         x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
         if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"need x [examples, features] and y [examples], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -222,8 +230,9 @@ def _to_device(obj, device):
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: _to_device(getattr(obj, f.name), device)
-                                           for f in dataclasses.fields(obj) if f.init})
+        return dataclasses.replace(
+            obj, **{f.name: _to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init}
+        )
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(x, device) for x in obj)
     return obj

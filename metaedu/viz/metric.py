@@ -88,9 +88,13 @@ def plot_attention(attn, y_support, x_support=None, x_query=None, truth=None, ax
             for i in range(n):
                 a = fig.add_subplot(grid[0, i + 1])
                 a.imshow(_as_numpy(x_support[i]), cmap="gray_r", vmin=0, vmax=1)
-                a.set_xticks([]); a.set_yticks([]); a.grid(False)
-                for spine in a.spines.values():
-                    spine.set_visible(True); spine.set_edgecolor(_colour(int(y[i]))); spine.set_linewidth(2)
+                a.set_xticks([])
+                a.set_yticks([])
+                a.grid(False)
+                for spine in a.spines.values():  # a frame in the class's colour
+                    spine.set_visible(True)
+                    spine.set_edgecolor(_colour(int(y[i])))
+                    spine.set_linewidth(2)
             if x_query is not None:
                 a = fig.add_subplot(grid[0, 0])
                 a.imshow(_as_numpy(x_query), cmap="gray_r", vmin=0, vmax=1)

@@ -71,9 +71,25 @@ class MANNSettings:
         """A 2-core CPU in lecture time: a fixed pretrained Conv4 encoder instead of pixels, training episodes
         of 5 images per class, a small memory, one head, sharpened reads, a separate write vector, Adam.
         Every choice here that is not the paper's is chosen on meta-validation alphabets (never evaluation)."""
-        return cls(train_per_class=5, image_size=10, rotations=(0,), hidden=96, memory_slots=32, memory_size=32,
-                   read_heads=1, key_strength=True, write_vector=True, baseline_hidden=96, optimizer="adam",
-                   lr=3e-3, batch=16, steps=900, baseline_steps=900, encoder="conv4", encoder_hidden=32)
+        return cls(
+            train_per_class=5,
+            image_size=10,
+            rotations=(0,),
+            hidden=96,
+            memory_slots=32,
+            memory_size=32,
+            read_heads=1,
+            key_strength=True,
+            write_vector=True,
+            baseline_hidden=96,
+            optimizer="adam",
+            lr=3e-3,
+            batch=16,
+            steps=900,
+            baseline_steps=900,
+            encoder="conv4",
+            encoder_hidden=32,
+        )
 
     @classmethod
     def full(cls) -> "MANNSettings":
@@ -81,18 +97,42 @@ class MANNSettings:
         return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
-        check_settings(self, positive=("per_class", "train_per_class", "image_size", "hidden", "memory_slots",
-                                       "memory_size", "read_heads", "baseline_hidden", "lr", "grad_clip", "batch",
-                                       "steps", "baseline_steps", "eval_episodes", "encoder_hidden", "encoder_epochs"),
-                       choices={"label_length": (1, 5), "controller": ("lstm", "feedforward"),
-                                "optimizer": ("rmsprop", "adam"), "encoder": ("pixels", "conv4")})
+        check_settings(
+            self,
+            positive=(
+                "per_class",
+                "train_per_class",
+                "image_size",
+                "hidden",
+                "memory_slots",
+                "memory_size",
+                "read_heads",
+                "baseline_hidden",
+                "lr",
+                "grad_clip",
+                "batch",
+                "steps",
+                "baseline_steps",
+                "eval_episodes",
+                "encoder_hidden",
+                "encoder_epochs",
+            ),
+            choices={
+                "label_length": (1, 5),
+                "controller": ("lstm", "feedforward"),
+                "optimizer": ("rmsprop", "adam"),
+                "encoder": ("pixels", "conv4"),
+            },
+        )
         if self.n_classes < 2:
             raise ValueError(f"MANNSettings.n_classes must be at least 2, got {self.n_classes!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"MANNSettings.gamma (usage decay) must lie in [0, 1], got {self.gamma!r}")
         if self.read_heads > self.memory_slots:
-            raise ValueError(f"MANNSettings.read_heads={self.read_heads} needs at least as many memory slots, "
-                             f"got memory_slots={self.memory_slots}")
+            raise ValueError(
+                f"MANNSettings.read_heads={self.read_heads} needs at least as many memory slots, "
+                f"got memory_slots={self.memory_slots}"
+            )
         check_rotations(self.rotations)
 
 
@@ -107,9 +147,18 @@ def build_model(kind: str, settings: MANNSettings, sampler: SequenceSampler, dev
     out = sampler.label_length * sampler.label_size
     with seeded(settings.seed):
         if kind == "mann":
-            model = MANN(sampler.input_size, out, settings.hidden, settings.memory_slots, settings.memory_size,
-                         settings.read_heads, settings.gamma, settings.controller, settings.key_strength,
-                         settings.write_vector)
+            model = MANN(
+                sampler.input_size,
+                out,
+                settings.hidden,
+                settings.memory_slots,
+                settings.memory_size,
+                settings.read_heads,
+                settings.gamma,
+                settings.controller,
+                settings.key_strength,
+                settings.write_vector,
+            )
         elif kind == "lstm":
             model = LSTMBaseline(sampler.input_size, out, settings.baseline_hidden)
         else:
@@ -117,8 +166,9 @@ def build_model(kind: str, settings: MANNSettings, sampler: SequenceSampler, dev
     return model.to(device if device is not None else sampler.device)
 
 
-def make_sampler(settings: MANNSettings, data, device="cpu", seed: int | None = None, encoder=None,
-                 training: bool = False) -> SequenceSampler:
+def make_sampler(
+    settings: MANNSettings, data, device="cpu", seed: int | None = None, encoder=None, training: bool = False
+) -> SequenceSampler:
     """The episode stream of these settings over ``data`` (a :class:`ClassImageSet`).
 
     With ``settings.encoder == "conv4"`` pass the ``encoder`` from :func:`pretrain_encoder`.
@@ -129,9 +179,17 @@ def make_sampler(settings: MANNSettings, data, device="cpu", seed: int | None = 
     if settings.encoder == "pixels" and encoder is not None:
         raise ValueError("an encoder was given but settings.encoder='pixels'")
     per_class = settings.train_per_class if training else settings.per_class
-    return SequenceSampler(data, settings.n_classes, per_class, settings.image_size, settings.label_length,
-                           settings.rotations, device=device, seed=settings.seed if seed is None else seed,
-                           encoder=encoder)
+    return SequenceSampler(
+        data,
+        settings.n_classes,
+        per_class,
+        settings.image_size,
+        settings.label_length,
+        settings.rotations,
+        device=device,
+        seed=settings.seed if seed is None else seed,
+        encoder=encoder,
+    )
 
 
 def pretrain_encoder(settings: MANNSettings, background, device="cpu", progress: bool = True):
@@ -144,8 +202,12 @@ def pretrain_encoder(settings: MANNSettings, background, device="cpu", progress:
     from metaedu.algorithms.transfer import TransferSettings, pretrain_classifier
 
     # the classifier's size and length come from these settings (quick or full); the rest is TransferSettings'
-    ts = replace(TransferSettings(), hidden=settings.encoder_hidden, epochs=settings.encoder_epochs,
-                 checkpoint=settings.checkpoint)
+    ts = replace(
+        TransferSettings(),
+        hidden=settings.encoder_hidden,
+        epochs=settings.encoder_epochs,
+        checkpoint=settings.checkpoint,
+    )
     net, _ = pretrain_classifier(background, ts, device=device, seed=settings.seed, progress=progress)
     net.eval()
     for p in net.parameters():
@@ -211,8 +273,9 @@ def instance_accuracy(correct: torch.Tensor, instance: torch.Tensor, instances=I
 
 
 @torch.no_grad()
-def evaluate(predict, sampler: SequenceSampler, n_episodes: int, batch: int = 50,
-             instances=INSTANCES) -> dict[int, Score]:
+def evaluate(
+    predict, sampler: SequenceSampler, n_episodes: int, batch: int = 50, instances=INSTANCES
+) -> dict[int, Score]:
     """Accuracy with its 95% interval at each instance, over ``n_episodes`` test episodes.
 
     ``predict(seq)`` returns the predicted characters ``[B, T, L]`` (see :func:`predictor`).
@@ -251,8 +314,15 @@ def make_optimizer(model: nn.Module, settings: MANNSettings) -> torch.optim.Opti
     raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {settings.optimizer!r}")
 
 
-def train_model(model: nn.Module, sampler: SequenceSampler, settings: MANNSettings, n_steps: int,
-                checkpoint: str | Path | bool | None = None, progress: bool = True, desc: str = "MANN") -> History:
+def train_model(
+    model: nn.Module,
+    sampler: SequenceSampler,
+    settings: MANNSettings,
+    n_steps: int,
+    checkpoint: str | Path | bool | None = None,
+    progress: bool = True,
+    desc: str = "MANN",
+) -> History:
     """Meta-train ``model`` on fresh episodes from ``sampler`` with :func:`metaedu.training.train`.
 
     Every update draws ``settings.batch`` new episodes (new classes, labels and order), so the
@@ -260,9 +330,17 @@ def train_model(model: nn.Module, sampler: SequenceSampler, settings: MANNSettin
     Logged: ``loss`` and ``accuracy`` (all steps) and ``acc_2nd`` (second instances), in %.
     ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
     """
-    checkpoint = resolve(checkpoint, f"mann_{type(model).__name__}", settings, model, n_steps, sampler.episodes.data,
-                         sampler.episodes.generator, sampler.generator,
-                         (sampler.n_classes, sampler.per_class, sampler.label_length))
+    checkpoint = resolve(
+        checkpoint,
+        f"mann_{type(model).__name__}",
+        settings,
+        model,
+        n_steps,
+        sampler.episodes.data,
+        sampler.episodes.generator,
+        sampler.generator,
+        (sampler.n_classes, sampler.per_class, sampler.label_length),
+    )
     opt = make_optimizer(model, settings)
 
     def step(i: int) -> dict:
@@ -276,8 +354,11 @@ def train_model(model: nn.Module, sampler: SequenceSampler, settings: MANNSettin
         with torch.no_grad():
             correct = correct_steps(predict_characters(logits, seq), seq).float()
             second = (seq.instance == 2).float()
-            return {"loss": loss.detach(), "accuracy": correct.mean() * 100,
-                    "acc_2nd": (correct * second).sum() / second.sum() * 100}
+            return {
+                "loss": loss.detach(),
+                "accuracy": correct.mean() * 100,
+                "acc_2nd": (correct * second).sum() / second.sum() * 100,
+            }
 
     state = {"model": model, "opt": opt, "sampler": sampler.episodes.generator, "order": sampler.generator}
     return train(step, n_steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc)

@@ -83,8 +83,9 @@ def write_weights(gate: torch.Tensor, prev_read_w: torch.Tensor, prev_least_used
 def clear_least_used(memory: torch.Tensor, prev_usage: torch.Tensor) -> torch.Tensor:
     """Zero the row of the least-used slot (smallest w^u_{t-1}, lowest index on ties): ``[B, N, M]``."""
     slot = prev_usage.detach().argmin(dim=-1)  # [B], the first smallest on ties
-    return memory.index_put((torch.arange(memory.shape[0], device=memory.device), slot),
-                            memory.new_zeros(()))  # out of place: the old memory stays intact for autograd
+    return memory.index_put(
+        (torch.arange(memory.shape[0], device=memory.device), slot), memory.new_zeros(())
+    )  # out of place: the old memory stays intact for autograd
 
 
 def write_memory(memory: torch.Tensor, write_w: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -102,8 +103,9 @@ class MemoryState:
     least_used: torch.Tensor  # [B, N]  w^lu_{t-1}
 
 
-def initial_state(batch: int, slots: int, size: int, heads: int, device=None, init: float = 1e-6,
-                  dtype=None) -> MemoryState:
+def initial_state(
+    batch: int, slots: int, size: int, heads: int, device=None, init: float = 1e-6, dtype=None
+) -> MemoryState:
     """Memory filled with a small constant, no usage, no previous read."""
     usage = torch.zeros(batch, slots, device=device, dtype=dtype)
     return MemoryState(
@@ -114,9 +116,14 @@ def initial_state(batch: int, slots: int, size: int, heads: int, device=None, in
     )
 
 
-def lrua_step(state: MemoryState, keys: torch.Tensor, gate: torch.Tensor, gamma: float,
-              strength: torch.Tensor | None = None,
-              values: torch.Tensor | None = None) -> tuple[MemoryState, torch.Tensor, torch.Tensor]:
+def lrua_step(
+    state: MemoryState,
+    keys: torch.Tensor,
+    gate: torch.Tensor,
+    gamma: float,
+    strength: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+) -> tuple[MemoryState, torch.Tensor, torch.Tensor]:
     """One step of the LRUA memory (steps 1-6 of the module docstring).
 
     Args: ``keys [B, H, M]``, ``gate [B, H]`` (alpha, before the sigmoid), ``strength [B, H]`` or None,

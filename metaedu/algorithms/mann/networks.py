@@ -49,9 +49,19 @@ class MANN(nn.Module):
     (after the step's write), ``gate`` ``[B, T, H]`` (sigma(alpha)).
     """
 
-    def __init__(self, input_size: int, output_size: int, hidden: int = 200, memory_slots: int = 128,
-                 memory_size: int = 40, read_heads: int = 4, gamma: float = 0.95, controller: str = "lstm",
-                 key_strength: bool = False, write_vector: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        hidden: int = 200,
+        memory_slots: int = 128,
+        memory_size: int = 40,
+        read_heads: int = 4,
+        gamma: float = 0.95,
+        controller: str = "lstm",
+        key_strength: bool = False,
+        write_vector: bool = False,
+    ) -> None:
         super().__init__()
         if controller not in ("lstm", "feedforward"):
             raise ValueError(f"controller must be 'lstm' or 'feedforward', got {controller!r}")
@@ -76,9 +86,12 @@ class MANN(nn.Module):
     def initial(self, batch: int, device=None, dtype=None) -> MANNState:
         """The state before the first step: zero controller state, r_0 = 0, a fresh memory."""
         zeros = torch.zeros(batch, self.hidden, device=device, dtype=dtype)
-        return MANNState(zeros, zeros if self.controller_kind == "lstm" else None,
-                         torch.zeros(batch, self.heads * self.size, device=device, dtype=dtype),
-                         initial_state(batch, self.slots, self.size, self.heads, device=device, dtype=dtype))
+        return MANNState(
+            zeros,
+            zeros if self.controller_kind == "lstm" else None,
+            torch.zeros(batch, self.heads * self.size, device=device, dtype=dtype),
+            initial_state(batch, self.slots, self.size, self.heads, device=device, dtype=dtype),
+        )
 
     def step(self, x_t: torch.Tensor, state: MANNState) -> tuple[torch.Tensor, MANNState, torch.Tensor]:
         """One time step: ``x_t`` ``[B, I]`` (image and previous label) -> logits ``[B, L * S]``, the new
@@ -141,8 +154,13 @@ class MANN(nn.Module):
             hs.append(h)
             all_reads.append(reads)
             if record:
-                for name, value in (("read_w", state.read_w), ("write_w", write_w), ("usage", state.usage),
-                                    ("memory", state.memory), ("gate", torch.sigmoid(gate))):
+                for name, value in (
+                    ("read_w", state.read_w),
+                    ("write_w", write_w),
+                    ("usage", state.usage),
+                    ("memory", state.memory),
+                    ("gate", torch.sigmoid(gate)),
+                ):
                     trace[name].append(value.detach())
         logits = self.out(torch.cat([torch.stack(hs, 1), torch.stack(all_reads, 1)], dim=-1))  # [B, T, L * S]
         if record:
@@ -167,8 +185,13 @@ class FeedforwardBaseline(nn.Module):
 
     def __init__(self, input_size: int, output_size: int, hidden: int = 200) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(input_size, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, output_size))
+        self.net = nn.Sequential(
+            nn.Linear(input_size, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, output_size),
+        )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs)
