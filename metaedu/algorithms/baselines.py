@@ -25,7 +25,7 @@ picks the best cell. Pre-training and meta-training use the remaining background
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -62,7 +62,7 @@ class BaselineSettings:
     # (seed 0); ``python scripts/choose_quick_finetune.py`` reruns that grid. None: run the grid at run time.
     finetune_chosen: tuple[tuple[int, float, int], ...] | None = None
     tune_query: int = 15  # D_test images per class in the meta-validation episodes of the grid
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "BaselineSettings":

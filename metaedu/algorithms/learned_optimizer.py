@@ -95,7 +95,7 @@ class LearnedOptimizerSettings:
     tune_functions: int = 64  # training quadratics used to tune a baseline's learning rate
     mlp_train_examples: int = 1200  # the first this many digits train the optimizer (and tune); the rest test it
     lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)  # baselines' learning rates tried
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "LearnedOptimizerSettings":

@@ -50,7 +50,7 @@ keeps only one chunk's graph in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,7 @@ class SinusoidSettings:
     steps: int = 70000  # meta-updates
     pretrain_steps: int = 70000  # updates of the jointly trained (pretrained) baseline
     eval_tasks: int = 600  # test tasks behind each reported MSE
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "SinusoidSettings":
@@ -128,7 +128,7 @@ class GlyphSettings:
     meta_batch: int = 32  # episodes per meta-update (32 for 5-way, 16 for 20-way)
     steps: int = 60000  # meta-updates
     eval_episodes: int = 600  # test episodes behind each reported accuracy
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "GlyphSettings":

@@ -28,7 +28,7 @@ short training cannot sharpen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,7 +61,7 @@ class MatchingSettings:
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # rotated characters as new training classes
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MatchingSettings":

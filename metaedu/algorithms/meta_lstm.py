@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ class MetaLSTMSettings:
     eval_episodes: int = 100  # test episodes for the 95% interval (600 in the paper)
     eval_query: int = 15  # D_test images per class in meta-validation and test episodes (15 in the paper)
     matching_eval_episodes: int = 50  # test episodes of lecture 02's Matching Network row (the slowest to test)
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MetaLSTMSettings":

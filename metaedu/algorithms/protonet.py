@@ -32,7 +32,7 @@ g_theta = ``ZeroShotProtoNet.meta_map``, v_k = rows of ``load_glyphs().descripto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -69,7 +69,7 @@ class ProtoNetSettings:
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # rotated characters as new training classes (Snell, Vinyals)
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "ProtoNetSettings":
@@ -190,7 +190,7 @@ class ZeroShotSettings:
     weight_decay: float = 1e-4  # Adam weight decay on both maps (the metadata of test classes is new)
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query images per class in test episodes
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "ZeroShotSettings":

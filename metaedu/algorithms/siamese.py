@@ -27,7 +27,7 @@ distortions; we use Conv4 and Adam to compare the three methods on one backbone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,7 +57,7 @@ class SiameseSettings:
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
     eval_pairs: int = 2000  # test pairs for verification accuracy
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "SiameseSettings":

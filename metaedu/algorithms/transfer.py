@@ -13,7 +13,7 @@ Before meta-learning, the obvious ways to classify from one example are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ class TransferSettings:
     epochs: int = 10  # passes over the background images
     batch_size: int = 128  # images per step
     lr: float = 1e-3  # Adam step size
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "TransferSettings":

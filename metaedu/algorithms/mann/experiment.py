@@ -14,7 +14,7 @@ updates for the same CPU time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -64,7 +64,7 @@ class MANNSettings:
     encoder: str = "pixels"  # "pixels" (the paper) or "conv4": a fixed Conv4 pretrained as a plain classifier
     encoder_hidden: int = 64  # Conv4 filters per block of that classifier (encoder="conv4" only)
     encoder_epochs: int = 2  # epochs of that classifier over the background images (encoder="conv4" only)
-    checkpoint: bool = False  # save under cache_dir() and resume an interrupted run (full() turns it on)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MANNSettings":
