@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import torch
 
+from metaedu.runtime import progress_bars
+
 
 @dataclass
 class History:
@@ -156,7 +158,8 @@ def train(
     if checkpoint is not None and Path(checkpoint).exists():
         start_step = load_checkpoint(Path(checkpoint), state, history)
     began = _now() - history.seconds
-    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not progress, leave=False, initial=start_step, total=n_steps)
+    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not (progress and progress_bars()), leave=False,
+               initial=start_step, total=n_steps)
     for i in bar:
         metrics = step(i)
         values = {k: _to_float(v) for k, v in metrics.items()}

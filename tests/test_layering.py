@@ -27,12 +27,20 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("metaedu.data",)),
     ("tasks", ("metaedu.tasks",)),
     ("nn", ("metaedu.nn",)),
-    ("training and evaluation", ("metaedu.training", "metaedu.checkpoints", "metaedu.evaluation")),
+    ("training and evaluation", ("metaedu.training", "metaedu.checkpoints", "metaedu.evaluation", "metaedu.verdicts")),
     ("algorithms", ("metaedu.algorithms",)),
     ("viz", ("metaedu.viz",)),
     (
         "grading and commands",
-        ("metaedu.grading", "metaedu.cli", "metaedu.commands", "metaedu.notebooks", "metaedu.lab", "metaedu.bench"),
+        (
+            "metaedu.grading",
+            "metaedu.cli",
+            "metaedu.commands",
+            "metaedu.notebooks",
+            "metaedu.lab",
+            "metaedu.bench",
+            "metaedu.book",
+        ),
     ),
 ]
 
