@@ -1,7 +1,9 @@
 """Real-Omniglot readers, on fixtures generated here in every layout the files are distributed in."""
 
 import zipfile
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from PIL import Image
 from metaedu.data.omniglot import (
     OmniglotError,
     find_omniglot,
+    lake_run_hits,
     load_lake_runs,
     load_omniglot,
     score_lake_runs,
@@ -146,8 +149,12 @@ def test_lake_runs_and_scorer(tmp_path):
     assert torch.equal(runs[0].answer, torch.as_tensor(answers[0]))
     assert score_lake_runs(runs, nearest) == 100.0
     assert score_lake_runs(runs, lambda tr, te: torch.zeros(20, dtype=torch.long)) == pytest.approx(5.0)
+    hits = lake_run_hits(runs, lambda tr, te: torch.zeros(20, dtype=torch.long))
+    assert hits.shape == (40,) and hits.sum() == 2  # query by query: the one test image of class 1 in each run
     with pytest.raises(ValueError, match="no runs"):
         score_lake_runs([], nearest)
+    with pytest.raises(ValueError, match="must return"):
+        lake_run_hits(runs, lambda tr, te: torch.zeros(3, dtype=torch.long))
 
 
 def test_lake_runs_in_every_layout(tmp_path):
@@ -180,3 +187,45 @@ def test_lake_runs_missing_file(tmp_path):
         load_lake_runs(tmp_path)
     with pytest.raises(OmniglotError, match="holds no runNN/class_labels.txt"):
         load_lake_runs(tmp_path / "all_runs" / "run01" / "training")
+
+
+# --- lecture 00's transfer check (glyph-trained vs Omniglot-trained ProtoNet on Lake's runs), on fixtures
+
+LECTURE_00 = Path(__file__).resolve().parents[1] / "lectures" / "00_one_shot.ipynb"
+
+
+def transfer_cell_source():
+    nb = nbformat.read(LECTURE_00, as_version=4)
+    cells = [c for c in nb.cells if "omniglot-transfer" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "lecture 00 should have one cell tagged omniglot-transfer"
+    assert not cells[0].get("outputs"), "notebooks are stored without outputs"
+    return cells[0].source
+
+
+@pytest.mark.parametrize("layout", ["runs and background", "runs only", "no runs", "no path"])
+def test_lecture_00_transfer_check_on_a_fixture(tmp_path, glyphs, monkeypatch, capsys, layout):
+    from metaedu.algorithms import protonet
+    from metaedu.runtime import preset
+
+    tiny = protonet.ProtoNetSettings(hidden=8, train_way=5, train_query=2, steps=3, lr_halve_every=10, rotations=(0,))
+    monkeypatch.setattr(protonet.ProtoNetSettings, "quick", classmethod(lambda cls: tiny))  # the notebook's budget, shrunk
+    if layout in ("runs and background", "runs only"):
+        make_runs(tmp_path / "all_runs")
+    if layout in ("runs and background", "no runs"):
+        make_split(tmp_path, chars=3)
+    namespace = {"OMNIGLOT_PATH": "" if layout == "no path" else str(tmp_path), "MODE": "quick", "SEED": 0,
+                 "device": torch.device("cpu"), "data": glyphs, "torch": torch, "preset": preset}
+    exec(transfer_cell_source(), namespace)
+    out = capsys.readouterr().out
+    if layout in ("no runs", "no path"):
+        assert "no Lake runs found" in out and "trained on" not in out
+        return
+    assert "budget: 3 steps of 5-way 1-shot episodes, Conv4 with 8 filters" in out
+    assert "trained on glyph background alphabets" in out and "% on Lake's 2 runs" in out
+    # the fixture's test images are their training images, so any embedding matches them all
+    assert namespace["lake_hits"]["glyph background alphabets"].mean() == 100.0
+    if layout == "runs only":
+        assert "no Omniglot background images found" in out and "Omniglot minus glyphs" not in out
+    else:
+        assert "trained on Omniglot background (6 classes" in out
+        assert "Omniglot minus glyphs, paired over the same test images: 0.0 ± 0.0 points; no difference" in out

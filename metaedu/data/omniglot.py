@@ -267,17 +267,23 @@ def load_lake_runs(root: str | Path, size: int = 28) -> list[OneShotRun]:
     return runs
 
 
-def score_lake_runs(runs: list[OneShotRun], predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
-    """Accuracy (%) over all runs: ``predict(training [20,1,H,W], test [20,1,H,W])`` returns the
-    index of the matching training image for each test image."""
+def lake_run_hits(runs: list[OneShotRun], predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """1.0 for each test image of each run that ``predict(training [20,1,H,W], test [20,1,H,W])`` matches to
+    its training image, else 0.0: ``[n_runs * 20]`` (two predictors' hits pair up query by query)."""
     if not runs:
         raise ValueError("no runs to score")
-    correct = total = 0
+    hits = []
     for run in runs:
         guess = torch.as_tensor(predict(run.training, run.test)).cpu()
-        correct += int((guess == run.answer).sum())
-        total += len(run.answer)
-    return 100.0 * correct / total
+        if guess.shape != run.answer.shape:
+            raise ValueError(f"predict must return {tuple(run.answer.shape)} indices for {run.name}, got {tuple(guess.shape)}")
+        hits.append((guess == run.answer).float())
+    return torch.cat(hits)
+
+
+def score_lake_runs(runs: list[OneShotRun], predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+    """Accuracy (%) over all runs' test images (see :func:`lake_run_hits`)."""
+    return 100.0 * float(lake_run_hits(runs, predict).mean())
 
 
 def download(root: str | Path, names=("images_background", "images_evaluation", "all_runs")) -> list[Path]:
