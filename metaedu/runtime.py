@@ -99,6 +99,15 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+def progress_bars() -> bool:
+    """Whether training shows progress bars: yes, unless ``METAEDU_PROGRESS=0``.
+
+    ``metaedu run`` and the test suite set it to 0 for the kernels they start, so executed
+    notebooks keep no progress-bar residue in their saved outputs; a live session shows bars.
+    """
+    return os.environ.get("METAEDU_PROGRESS", "1") not in ("0", "false", "no")
+
+
 def cache_dir() -> Path:
     """Folder for built data sets and checkpoints: ``$METAEDU_CACHE`` or the user's cache folder."""
     env = os.environ.get("METAEDU_CACHE")

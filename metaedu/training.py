@@ -133,13 +133,15 @@ def train(
 
     from tqdm.auto import tqdm
 
+    from metaedu.runtime import progress_bars
+
     state = state or {}
     history = History()
     start_step = 0
     if checkpoint is not None and Path(checkpoint).exists():
         start_step = load_checkpoint(Path(checkpoint), state, history)
     began = time.perf_counter() - history.seconds
-    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not progress, leave=False, initial=start_step, total=n_steps)
+    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not (progress and progress_bars()), leave=False, initial=start_step, total=n_steps)
     for i in bar:
         metrics = step(i)
         values = {k: _to_float(v) for k, v in metrics.items()}
