@@ -485,6 +485,23 @@ def test_posterior_samples_centre_on_the_adapted_weights():
     assert samples.shape == (7, 2, 4, 1)
 
 
+def test_a_rescaled_posterior_equals_one_computed_at_that_noise_level():
+    learner = tiny_llama()
+    tasks = sinusoid_tasks()
+    direct = learner.posterior(tasks.x_support, tasks.y_support, 2, noise_std=0.2, prior_precision=7.0)
+    rescaled = learner.posterior(tasks.x_support, tasks.y_support, 2).rescaled(0.2, 7.0)
+    assert rescaled.prior_precision == 7.0 and rescaled.noise_std == 0.2
+    for a, b in zip(direct.factors, rescaled.factors):
+        torch.testing.assert_close(kfac.dense(a, 7.0), kfac.dense(b, 7.0))
+    plain = MAML(learner.model, "mse", inner_lr=0.05)
+    view = llama.from_maml(plain, prior_precision=7.0, noise_std=0.2)
+    assert view.model is plain.model and view.eta == 0.0
+    sigma, tau, scores = llama.choose_laplace(view, tasks, 1, [0.2, 5.0], [1.0, 7.0], n_samples=5)
+    assert len(scores) == 4 and scores[(sigma, tau)] == max(scores.values())
+    with pytest.raises(ValueError, match="Meta-SGD or ANIL"):
+        llama.from_maml(MAML(MLP((1, 3, 1)), "mse", anil=True))
+
+
 def test_conv4_llama_uses_the_head_curvature(glyphs):
     torch.manual_seed(0)
     learner = llama.LLAMA(Conv4(1, 4, 3, track_running_stats=False).double(), "cross_entropy", inner_lr=0.4,
@@ -536,6 +553,8 @@ def test_bad_settings_are_named():
         llama.GlyphSettings(prior_precision=0.0)
     with pytest.raises(ValueError, match="noise_std"):
         llama.SinusoidSettings(noise_std=0.0)
+    with pytest.raises(ValueError, match="at least one candidate"):
+        llama.SinusoidSettings(tau_grid=())
     with pytest.raises(ValueError, match="MLP or a Conv4 with a head"):
         llama.LLAMA(Conv4(1, 4, None, track_running_stats=False), "cross_entropy")
     assert llama.SinusoidSettings.quick().steps < llama.SinusoidSettings.full().steps

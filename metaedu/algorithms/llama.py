@@ -56,27 +56,33 @@ class SinusoidSettings(maml.SinusoidSettings):
     """LLAMA on Finn's sinusoids: MAML's setting (the MAML baseline trains on the same one) plus (5)'s terms."""
 
     eta: float = 1e-3  # eta, weight of log det H_hat in the meta-objective (5)
-    prior_precision: float = 10.0  # tau, precision of the isotropic prior term added to every curvature block
-    noise_std: float = 0.3  # sigma, the Gaussian likelihood's noise in training and in the curvature
-    n_samples: int = 100  # posterior draws per task for predictions
-    val_tasks: int = 200  # meta-validation tasks (their own seed) behind every noise-level choice
-    test_points: int = 50  # held-out points per test task
+    prior_precision: float = 10.0  # tau in training: precision of the isotropic prior term in every curvature block
+    noise_std: float = 0.3  # sigma of the Gaussian likelihood in training and in the curvature
+    n_samples: int = 100  # posterior draws per test task
+    val_tasks: int = 200  # meta-validation tasks (their own seed) behind every choice of sigma and tau
+    val_samples: int = 30  # posterior draws per meta-validation task
+    test_points: int = 50  # held-out points per validation or test task
+    noise_grid: tuple[float, ...] = (0.2, 0.3, 0.5, 0.8)  # sigma candidates for the predictive (chosen on validation)
+    tau_grid: tuple[float, ...] = (1e3, 1e4, 1e5)  # tau candidates for the predictive (chosen on validation)
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if not self.noise_std > 0:
-            raise ValueError(f"noise_std (sigma) must be positive, got {self.noise_std!r}")
-        for name in ("val_tasks", "test_points", "eval_tasks"):
+        if not self.noise_std > 0 or not all(v > 0 for v in (*self.noise_grid, *self.tau_grid)):
+            raise ValueError(f"noise_std and every noise_grid / tau_grid value must be positive, got {self.noise_std!r}, "
+                             f"{self.noise_grid!r}, {self.tau_grid!r}")
+        if not self.noise_grid or not self.tau_grid:
+            raise ValueError("noise_grid and tau_grid need at least one candidate each")
+        for name in ("n_samples", "val_tasks", "val_samples", "test_points", "eval_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
 
     @classmethod
     def quick(cls) -> "SinusoidSettings":
-        return cls(steps=1500, outer_lr=0.003, eval_tasks=300)
+        return cls(steps=1500, outer_lr=0.003, eval_tasks=300, val_tasks=100, val_samples=20, n_samples=30)
 
     @classmethod
     def full(cls) -> "SinusoidSettings":
-        return cls()
+        return cls(eval_tasks=600)
 
 
 @dataclass
@@ -85,14 +91,13 @@ class GlyphSettings(maml.GlyphSettings):
 
     eta: float = 1e-3  # eta, weight of log det H_hat in the meta-objective (5)
     prior_precision: float = 1.0  # tau, precision of the isotropic prior term added to the head's curvature
-    n_samples: int = 1  # unused for accuracy (predictions use phi_hat_j); kept for symmetry with sinusoids
 
     def __post_init__(self) -> None:
         _check_common(self)
 
     @classmethod
     def quick(cls) -> "GlyphSettings":
-        return cls(hidden=16, n_query=5, meta_batch=8, steps=200, outer_lr=0.005, eval_episodes=200)
+        return cls(hidden=16, n_query=5, meta_batch=4, steps=120, outer_lr=0.005, eval_episodes=300)
 
     @classmethod
     def full(cls) -> "GlyphSettings":
@@ -106,9 +111,9 @@ def _check_common(s) -> None:
         raise ValueError(f"prior_precision (tau) must be positive, got {s.prior_precision!r}")
     if not s.inner_lr > 0 or not s.outer_lr > 0:
         raise ValueError(f"step sizes must be positive, got inner_lr={s.inner_lr!r}, outer_lr={s.outer_lr!r}")
-    if s.k_shot < 1 or s.meta_batch < 1 or s.steps < 0 or s.inner_steps < 0 or s.n_samples < 1:
-        raise ValueError("k_shot, meta_batch and n_samples must be >= 1, steps and inner_steps >= 0; got "
-                         f"{s.k_shot}, {s.meta_batch}, {s.n_samples}, {s.steps}, {s.inner_steps}")
+    if s.k_shot < 1 or s.meta_batch < 1 or s.steps < 0 or s.inner_steps < 0:
+        raise ValueError("k_shot and meta_batch must be >= 1, steps and inner_steps >= 0; got "
+                         f"{s.k_shot}, {s.meta_batch}, {s.steps}, {s.inner_steps}")
 
 
 def sinusoid_learner(settings: SinusoidSettings, device="cpu") -> "LLAMA":
@@ -135,6 +140,18 @@ class Posterior:
     fast: Params  # {name: [tasks, ...]}, detached
     factors: list[kfac.Factors]  # one per layer in the curvature
     prior_precision: float  # tau
+    noise_std: float  # sigma the factors were computed with (regression; 1.0 for classification)
+
+    def rescaled(self, noise_std: float, prior_precision: float) -> "Posterior":
+        """The same posterior under another sigma and tau, without adapting again.
+
+        The Gauss-Newton factor G scales as 1 / sigma^2 (each backpropagated column as 1 / sigma).
+        """
+        if not noise_std > 0 or not prior_precision > 0:
+            raise ValueError(f"noise_std and prior_precision must be positive, got {noise_std!r}, {prior_precision!r}")
+        scale = self.noise_std / noise_std
+        factors = [kfac.Factors(f.layer, f.a_bar, f.g * scale, f.n) for f in self.factors]
+        return Posterior(self.fast, factors, float(prior_precision), float(noise_std))
 
 
 class LLAMA(MAML):
@@ -196,7 +213,8 @@ class LLAMA(MAML):
             fast = {n: p.detach().requires_grad_(n in self.adapted) for n, p in fast.items()}
             factors = self.curvature(fast, x_support, create_graph=False, noise_std=noise_std)
         tau = self.prior_precision if prior_precision is None else prior_precision
-        return Posterior({n: p.detach() for n, p in fast.items()}, factors, tau)
+        sigma = self.noise_std if noise_std is None else noise_std
+        return Posterior({n: p.detach() for n, p in fast.items()}, factors, float(tau), float(sigma))
 
     def sample_parameters(self, post: Posterior, n_samples: int, generator: torch.Generator | None = None) -> Params:
         """``n_samples`` draws of phi ~ N(phi_hat_j, H_hat_j^-1) per task, as ``{name: [n_samples * tasks, ...]}``.
@@ -212,15 +230,47 @@ class LLAMA(MAML):
         return {n: p.flatten(0, 1) for n, p in params.items()}
 
     @torch.no_grad()
-    def predictive_samples(self, x_support, y_support, x_query, steps: int, n_samples: int,
-                           generator: torch.Generator | None = None, noise_std: float | None = None,
-                           prior_precision: float | None = None) -> torch.Tensor:
-        """Outputs on ``x_query`` of ``n_samples`` posterior draws per task: ``[n_samples, tasks, n, out]``."""
-        post = self.posterior(x_support, y_support, steps, noise_std, prior_precision)
+    def sample_outputs(self, post: Posterior, x_query: torch.Tensor, n_samples: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Outputs on ``x_query`` of ``n_samples`` draws from ``post`` per task: ``[n_samples, tasks, n, out]``."""
         params = self.sample_parameters(post, n_samples, generator)
         x = x_query.unsqueeze(0).expand(n_samples, *x_query.shape).flatten(0, 1)  # [S * tasks, n, ...]
         out = batched_forward(self.model, params, x)
         return out.view(n_samples, *x_query.shape[:2], out.shape[-1])
+
+    def predictive_samples(self, x_support, y_support, x_query, steps: int, n_samples: int,
+                           generator: torch.Generator | None = None, noise_std: float | None = None,
+                           prior_precision: float | None = None) -> torch.Tensor:
+        """Adapt, form the Laplace posterior, and return ``n_samples`` draws' outputs: ``[n_samples, tasks, n, out]``."""
+        post = self.posterior(x_support, y_support, steps, noise_std, prior_precision)
+        return self.sample_outputs(post, x_query, n_samples, generator)
+
+
+def from_maml(learner: MAML, prior_precision: float = 1.0, noise_std: float = 1.0) -> LLAMA:
+    """A Laplace view of a trained MAML learner (the same network, eta = 0): its posterior after the fact."""
+    if learner.meta_sgd or learner.anil:
+        raise ValueError("from_maml takes a plain (or first-order) MAML learner, not Meta-SGD or ANIL")
+    return LLAMA(learner.model, learner.loss, learner.inner_lr, 0.0, prior_precision, noise_std, learner.first_order)
+
+
+def choose_laplace(learner: LLAMA, tasks, steps: int, noise_stds: list[float], prior_precisions: list[float],
+                   n_samples: int, seed: int = 0) -> tuple[float, float, dict]:
+    """(sigma, tau) of the grid with the best mean held-out log-likelihood on ``tasks`` (meta-validation tasks).
+
+    Adapts once; every grid point rescales the same posterior (:meth:`Posterior.rescaled`) and draws
+    ``n_samples`` with the same seed. Returns the choice and the mean score of every grid point.
+    """
+    if not noise_stds or not prior_precisions:
+        raise ValueError("the grids of noise levels and prior precisions must not be empty")
+    post = learner.posterior(tasks.x_support, tasks.y_support, steps)
+    scores = {}
+    for sigma in noise_stds:
+        for tau in prior_precisions:
+            out = learner.sample_outputs(post.rescaled(sigma, tau), tasks.x_query, n_samples,
+                                         torch.Generator().manual_seed(seed))
+            scores[(sigma, tau)] = float(predictive_log_likelihood(out.cpu(), tasks.y_query.cpu(), sigma).mean())
+    sigma, tau = max(scores, key=scores.get)
+    return sigma, tau, scores
 
 
 # ----------------------------------------------------------------------------- scoring predictive distributions

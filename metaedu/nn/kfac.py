@@ -129,6 +129,11 @@ def kronecker_factors(out: torch.Tensor, factor: torch.Tensor, taps: list[Tap],
     return result
 
 
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in double precision, for eigensolvers (on the CPU when the device has no float64, e.g. Apple's MPS)."""
+    return (t.cpu() if t.device.type == "mps" else t).double()
+
+
 def moment_eigenvalues(rows: torch.Tensor, n: int) -> torch.Tensor:
     """Eigenvalues of ``rows^T rows / n`` (``rows`` ``[tasks, r, d]``) -> ``[tasks, d]``, ascending.
 
@@ -136,12 +141,13 @@ def moment_eigenvalues(rows: torch.Tensor, n: int) -> torch.Tensor:
     r x r Gram matrix ``rows rows^T / n``, and the other d - r are zero.
     """
     r, d = rows.shape[-2:]
+    wide = _float64(rows)  # float32 eigensolvers can fail on these nearly singular matrices; float64 does not
     if r < d:
-        small = torch.linalg.eigvalsh(rows @ rows.transpose(-2, -1) / n)  # [tasks, r]
+        small = torch.linalg.eigvalsh(wide @ wide.transpose(-2, -1) / n)  # [tasks, r]
         values = torch.cat([small.new_zeros(*small.shape[:-1], d - r), small], dim=-1)
     else:
-        values = torch.linalg.eigvalsh(rows.transpose(-2, -1) @ rows / n)
-    return values.clamp_min(0.0)  # positive semi-definite; rounding may leave tiny negatives
+        values = torch.linalg.eigvalsh(wide.transpose(-2, -1) @ wide / n)
+    return values.clamp_min(0.0).to(rows.device, rows.dtype)  # positive semi-definite; rounding may leave tiny negatives
 
 
 def log_det(factors: list[Factors], tau: float) -> torch.Tensor:
@@ -172,9 +178,12 @@ def sample(f: Factors, tau: float, n_samples: int, generator: torch.Generator | 
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
     if not tau > 0:
         raise ValueError(f"the prior precision tau must be positive (else the covariance is unbounded), got {tau!r}")
-    a, UA = torch.linalg.eigh(f.A.detach())  # [tasks, in + 1], [tasks, in + 1, in + 1]
-    g, UG = torch.linalg.eigh(f.G.detach())  # [tasks, out], [tasks, out, out]
+    like = f.a_bar
+    a, UA = (v.to(like.device, like.dtype) for v in torch.linalg.eigh(_float64(f.A.detach())))  # [tasks, in+1], [.., in+1]
+    g, UG = (v.to(like.device, like.dtype) for v in torch.linalg.eigh(_float64(f.G.detach())))  # [tasks, out], [.., out]
     precision = f.n * a.clamp_min(0).unsqueeze(-2) * g.clamp_min(0).unsqueeze(-1) + tau  # [tasks, out, in + 1]
     # a diagonal Gaussian in the eigenbasis, rotated back: vec(U_G E U_A^T) = (U_A kron U_G) vec(E)
-    E = gaussian.sample(torch.zeros_like(precision), -torch.log(precision), n=n_samples, generator=generator)
+    where = generator.device if generator is not None else precision.device  # draw where the generator lives
+    E = gaussian.sample(torch.zeros_like(precision, device=where), -torch.log(precision).to(where), n=n_samples,
+                        generator=generator).to(precision.device)
     return UG @ E @ UA.transpose(-2, -1)
