@@ -51,11 +51,17 @@ from metaedu.nn.functional import Params, batched_forward
 # ----------------------------------------------------------------------------- settings
 
 
+# Note 1. ``python benchmarks/llama_meta_validation.py`` (quick budget, one thread) trains LLAMA with each eta and
+# scores it on meta-validation data only. Sinusoids, held-out log-likelihood per point (K = 5 / K = 10):
+# eta 0: -1.116 / -0.863, 1e-3: -1.102 / -0.792, 1e-2: -1.118 / -0.891. Glyphs, 5-way 1-shot accuracy on held-out
+# background alphabets: eta 0: 72.5 ± 1.5, 1e-3: 71.9 ± 1.7, 1e-2: 73.1 ± 1.6 (all within each other's intervals).
+
+
 @dataclass
 class SinusoidSettings(maml.SinusoidSettings):
     """LLAMA on Finn's sinusoids: MAML's setting (the MAML baseline trains on the same one) plus (5)'s terms."""
 
-    eta: float = 1e-3  # eta, weight of log det H_hat in the meta-objective (5)
+    eta: float = 1e-3  # eta, weight of log det H_hat in (5); best of 0, 1e-3, 1e-2 on validation tasks (note 1)
     prior_precision: float = 10.0  # tau in training: precision of the isotropic prior term in every curvature block
     noise_std: float = 0.3  # sigma of the Gaussian likelihood in training and in the curvature
     n_samples: int = 100  # posterior draws per test task
@@ -89,7 +95,7 @@ class SinusoidSettings(maml.SinusoidSettings):
 class GlyphSettings(maml.GlyphSettings):
     """LLAMA on N-way 1-shot glyph episodes with Conv4: MAML's glyph setting plus (5)'s terms (head curvature)."""
 
-    eta: float = 1e-3  # eta, weight of log det H_hat in the meta-objective (5)
+    eta: float = 1e-2  # eta, weight of log det H_hat in (5); best of 0, 1e-3, 1e-2 on validation alphabets (note 1)
     prior_precision: float = 1.0  # tau, precision of the isotropic prior term added to the head's curvature
 
     def __post_init__(self) -> None:
