@@ -74,6 +74,8 @@ def nll(out: torch.Tensor, y: torch.Tensor, loss: str, noise_std: float = 1.0) -
     """Per-task mean negative log-likelihood: Gaussian (``"mse"``) or categorical (``"cross_entropy"``)."""
     if loss == "mse":
         return gaussian_nll(out, y, noise_std)
+    if loss != "cross_entropy":
+        raise ValueError(f"loss must be one of {maml.LOSSES}, got {loss!r}")
     return maml.task_loss(out, y, "cross_entropy")  # cross-entropy is the categorical NLL
 
 
