@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal, Normal
 from torch.func import functional_call, hessian, jacrev
 
+from metaedu import evaluation
 from metaedu.algorithms import hierarchical_bayes as hb
 from metaedu.algorithms import llama
 from metaedu.algorithms.maml import MAML
@@ -59,8 +60,9 @@ def test_gradient_descent_is_the_map_estimate_under_q(steps, largest):
     phi = hb.gradient_descent(X, y, theta, steps, inner_lr=alpha)
     Q = hb.implicit_prior_covariance(X, steps, inner_lr=alpha)
     torch.testing.assert_close(hb.map_estimate(X, y, theta, Q), phi, **TOL)
-    torch.testing.assert_close(hb.map_estimate(X, y, theta, precision=hb.implicit_prior_precision(X, steps, alpha)),
-                               phi, **TOL)
+    torch.testing.assert_close(
+        hb.map_estimate(X, y, theta, precision=hb.implicit_prior_precision(X, steps, alpha)), phi, **TOL
+    )
     # the slides' formula, written out literally: Q = O Lambda^-1 ((I - alpha Lambda)^-k - I) O^T
     lam, O = torch.linalg.eigh(X.T @ X)
     slides = O @ torch.diag(((1 - alpha * lam) ** -steps - 1) / lam) @ O.T
@@ -73,8 +75,11 @@ def test_after_many_large_steps_the_precision_still_gives_the_map(steps):
     X, y, theta = linear_problem(seed=10)
     alpha = step_for(X, 0.9)
     precision = hb.implicit_prior_precision(X, steps, inner_lr=alpha)
-    torch.testing.assert_close(hb.map_estimate(X, y, theta, precision=precision),
-                               hb.gradient_descent(X, y, theta, steps, inner_lr=alpha), **TOL)
+    torch.testing.assert_close(
+        hb.map_estimate(X, y, theta, precision=precision),
+        hb.gradient_descent(X, y, theta, steps, inner_lr=alpha),
+        **TOL,
+    )
     torch.testing.assert_close(precision, precision.T, **TOL)
 
 
@@ -104,8 +109,9 @@ def test_a_commuting_preconditioner_matches_the_slides_formula():
     slides = O @ torch.diag(((1 - b * lam) ** -steps - 1) / lam) @ O.T  # O Lambda^-1 ((I - B Lambda)^-k - I) O^T
     Q = hb.implicit_prior_covariance(X, steps, preconditioner=B)
     torch.testing.assert_close(Q, slides, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(hb.map_estimate(X, y, theta, Q), hb.gradient_descent(X, y, theta, steps, preconditioner=B),
-                               **TOL)
+    torch.testing.assert_close(
+        hb.map_estimate(X, y, theta, Q), hb.gradient_descent(X, y, theta, steps, preconditioner=B), **TOL
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7])
@@ -123,8 +129,9 @@ def test_overshooting_odd_steps_give_no_gaussian_prior_yet_the_algebra_holds():
     for steps, negative in ((1, True), (3, True), (2, False)):
         Q = hb.implicit_prior_covariance(X, steps, inner_lr=alpha)
         assert (float(torch.linalg.eigvalsh(Q).min()) < 0) == negative
-        torch.testing.assert_close(hb.map_estimate(X, y, theta, Q), hb.gradient_descent(X, y, theta, steps, inner_lr=alpha),
-                                   rtol=0, atol=1e-9)
+        torch.testing.assert_close(
+            hb.map_estimate(X, y, theta, Q), hb.gradient_descent(X, y, theta, steps, inner_lr=alpha), rtol=0, atol=1e-9
+        )
 
 
 def test_zero_steps_keep_theta_and_many_steps_reach_least_squares():
@@ -134,8 +141,15 @@ def test_zero_steps_keep_theta_and_many_steps_reach_least_squares():
     assert float(Q0.abs().max()) == 0.0
     torch.testing.assert_close(hb.map_estimate(X, y, theta, Q0), theta, rtol=0, atol=0)
     least_squares = torch.linalg.lstsq(X, y.unsqueeze(-1)).solution.squeeze(-1)
-    errors = [float((hb.map_estimate(X, y, theta, precision=hb.implicit_prior_precision(X, k, inner_lr=alpha))
-                     - least_squares).norm()) for k in (1, 10, 100, 1000)]
+    errors = [
+        float(
+            (
+                hb.map_estimate(X, y, theta, precision=hb.implicit_prior_precision(X, k, inner_lr=alpha))
+                - least_squares
+            ).norm()
+        )
+        for k in (1, 10, 100, 1000)
+    ]
     assert errors == sorted(errors, reverse=True)
     assert errors[-1] < 1e-10 and errors[0] > 1e-2
 
@@ -147,8 +161,9 @@ def test_fewer_points_than_parameters_and_a_batch_of_problems():
     y, theta = torch.randn(5, 2, generator=g, dtype=D), torch.randn(5, 4, generator=g, dtype=D)
     alpha, steps = 0.05, 6
     Q = hb.implicit_prior_covariance(X, steps, inner_lr=alpha)
-    torch.testing.assert_close(hb.map_estimate(X, y, theta, Q), hb.gradient_descent(X, y, theta, steps, inner_lr=alpha),
-                               **TOL)
+    torch.testing.assert_close(
+        hb.map_estimate(X, y, theta, Q), hb.gradient_descent(X, y, theta, steps, inner_lr=alpha), **TOL
+    )
     null = torch.linalg.svd(X, full_matrices=True).Vh[:, 2:]  # [5, 2, 4], directions X cannot see
     variance = torch.einsum("bkd,bde,bke->bk", null, Q, null)
     torch.testing.assert_close(variance, torch.full_like(variance, steps * alpha), rtol=1e-10, atol=0)
@@ -163,7 +178,9 @@ def test_bad_linear_inputs_are_named():
     with pytest.raises(ValueError, match="positive definite"):
         hb.implicit_prior_covariance(X, 1, preconditioner=-torch.eye(4, dtype=D))
     with pytest.raises(ValueError, match="symmetric"):
-        hb.implicit_prior_covariance(X, 1, preconditioner=torch.eye(4, dtype=D) + torch.triu(torch.ones(4, 4, dtype=D), 1))
+        hb.implicit_prior_covariance(
+            X, 1, preconditioner=torch.eye(4, dtype=D) + torch.triu(torch.ones(4, 4, dtype=D), 1)
+        )
     with pytest.raises(ValueError, match="steps must be >= 0"):
         hb.implicit_prior_covariance(X, -1, inner_lr=0.1)
     with pytest.raises(ValueError, match="point mass"):
@@ -184,7 +201,7 @@ def test_laplace_is_exact_for_a_gaussian_integrand():
     X, y, theta = linear_problem(n=6, d=3, seed=8)
     Q = hb.implicit_prior_covariance(X, 3, inner_lr=step_for(X, 0.7))
     mode = hb.map_estimate(X, y, theta, Q)
-    log_joint = (Normal(X @ mode, 1.0).log_prob(y).sum() + MultivariateNormal(theta, Q).log_prob(mode))
+    log_joint = Normal(X @ mode, 1.0).log_prob(y).sum() + MultivariateNormal(theta, Q).log_prob(mode)
     H = X.T @ X + torch.linalg.inv(Q)  # curvature of the negative log joint
     laplace = hb.laplace_log_evidence(log_joint, torch.logdet(H), dim=3)
     exact = MultivariateNormal(X @ theta, torch.eye(6, dtype=D) + X @ Q @ X.T).log_prob(y)
@@ -206,8 +223,10 @@ def test_maml_loss_is_a_gaussian_negative_log_likelihood():
     t = SinusoidTasks(4, 5, seed=0).sample(3)
     t = RegressionTasks(*(v.to(D) for v in (t.x_support, t.y_support, t.x_query, t.y_query)))
     mse_after, _ = learner.query_losses(t.x_support, t.y_support, t.x_query, t.y_query, 2)
-    torch.testing.assert_close(hb.ml_point(learner, t.x_support, t.y_support, t.x_query, t.y_query, 2, sigma),
-                               mse_after / (2 * sigma**2) + 0.5 * math.log(2 * math.pi * sigma**2))
+    torch.testing.assert_close(
+        hb.ml_point(learner, t.x_support, t.y_support, t.x_query, t.y_query, 2, sigma),
+        mse_after / (2 * sigma**2) + 0.5 * math.log(2 * math.pi * sigma**2),
+    )
     with pytest.raises(ValueError, match="loss must be one of"):
         hb.nll(out, y, "hinge")
 
@@ -236,8 +255,10 @@ def exact_ggn_block(model, x, layer, loss, noise_std=1.0):
     out_dim, in_dim = W.shape
     total = torch.zeros(W.numel() + b.numel(), W.numel() + b.numel(), dtype=D)
     for xn in x:  # one example at a time
+
         def f(w, bias):
             return functional_call(model, {**theta, f"{layer}.weight": w, f"{layer}.bias": bias}, (xn,))
+
         jw, jb = jacrev(f, argnums=(0, 1))(W, b)  # [d, out, in], [d, out]
         J = torch.cat([jw.flatten(1), jb], 1)  # [d, P], parameters in (W row-major, b) order
         fx = f(W, b)
@@ -313,8 +334,10 @@ def test_kfac_log_det_against_the_exact_hessian_of_a_tiny_network():
     exact = float(torch.logdet(H + tau * eye))
     assert abs(float(torch.logdet(ggn + tau * eye)) - exact) < 0.01 * abs(exact)
     first = sizes[0] + sizes[1]  # the first layer's weight and bias
-    block = float(torch.logdet(ggn[:first, :first] + tau * eye[:first, :first])
-                  + torch.logdet(ggn[first:, first:] + tau * eye[first:, first:]))
+    block = float(
+        torch.logdet(ggn[:first, :first] + tau * eye[:first, :first])
+        + torch.logdet(ggn[first:, first:] + tau * eye[first:, first:])
+    )
     assert block >= exact
     ours = float(kfac.log_det(factors_of(model, x, "mse", sigma), tau)[0])
     diagonal = float(torch.log(torch.diagonal(ggn) + tau).sum())
@@ -380,8 +403,15 @@ def sinusoid_tasks(tasks=3, k=5, q=4, seed=0) -> RegressionTasks:
 
 def tiny_llama(eta=0.05, **kw):
     torch.manual_seed(0)
-    return llama.LLAMA(MLP((1, 4, 3, 1), activation=nn.Tanh).double(), "mse", inner_lr=0.05, eta=eta,
-                       prior_precision=2.0, noise_std=0.5, **kw)
+    return llama.LLAMA(
+        MLP((1, 4, 3, 1), activation=nn.Tanh).double(),
+        "mse",
+        inner_lr=0.05,
+        eta=eta,
+        prior_precision=2.0,
+        noise_std=0.5,
+        **kw,
+    )
 
 
 def slow_llama_loss(learner, tasks, steps):
@@ -404,8 +434,11 @@ def slow_llama_loss(learner, tasks, steps):
             for x in tasks.x_support[j]:
                 h = x
                 for k, m in enumerate(learner.model.net[:i]):  # the layer's input
-                    h = functional_call(m, {"weight": fast[f"net.{k}.weight"], "bias": fast[f"net.{k}.bias"]}, (h,)) \
-                        if isinstance(m, nn.Linear) else m(h)
+                    h = (
+                        functional_call(m, {"weight": fast[f"net.{k}.weight"], "bias": fast[f"net.{k}.bias"]}, (h,))
+                        if isinstance(m, nn.Linear)
+                        else m(h)
+                    )
                 a = torch.cat([h, torch.ones(1, dtype=D)])
                 s = fast[f"net.{i}.bias"] + fast[f"net.{i}.weight"] @ h
 
@@ -466,7 +499,7 @@ def test_eta_zero_is_maml_on_the_likelihood_and_the_training_loop_runs():
     plain = MAML(learner.model, "mse", inner_lr=0.05)
     mse, _ = plain.meta_loss(tasks, 1)
     torch.testing.assert_close(loss, mse / (2 * 0.25) + 0.5 * math.log(2 * math.pi * 0.25))
-    settings = llama.SinusoidSettings(steps=3, meta_batch=2, hidden=(4,), eta=0.01)
+    settings = llama.LLAMASinusoidSettings(steps=3, meta_batch=2, hidden=(4,), eta=0.01)
     learner = llama.sinusoid_learner(settings)
     from metaedu.algorithms.maml import meta_train
 
@@ -484,8 +517,9 @@ def test_posterior_samples_centre_on_the_adapted_weights():
     draws = learner.sample_parameters(post, 4000, torch.Generator().manual_seed(1))
     w = draws["net.4.weight"].view(4000, 2, 1, 3)
     torch.testing.assert_close(w.mean(0), post.fast["net.4.weight"], rtol=0, atol=0.05)
-    samples = learner.predictive_samples(tasks.x_support, tasks.y_support, tasks.x_query, 1, 7,
-                                         torch.Generator().manual_seed(2))
+    samples = learner.predictive_samples(
+        tasks.x_support, tasks.y_support, tasks.x_query, 1, 7, torch.Generator().manual_seed(2)
+    )
     assert samples.shape == (7, 2, 4, 1)
 
 
@@ -508,8 +542,9 @@ def test_a_rescaled_posterior_equals_one_computed_at_that_noise_level():
 
 def test_conv4_llama_uses_the_head_curvature(glyphs):
     torch.manual_seed(0)
-    learner = llama.LLAMA(Conv4(1, 4, 3, track_running_stats=False).double(), "cross_entropy", inner_lr=0.4,
-                          eta=0.1, prior_precision=1.0)
+    learner = llama.LLAMA(
+        Conv4(1, 4, 3, track_running_stats=False).double(), "cross_entropy", inner_lr=0.4, eta=0.1, prior_precision=1.0
+    )
     eps = EpisodeSampler(glyphs.split("background"), 3, 1, 2, seed=0).sample(2)
     eps.x_support, eps.x_query = eps.x_support.to(D), eps.x_query.to(D)
     fast = learner.adapt(eps.x_support, eps.y_support, 1)
@@ -530,36 +565,68 @@ def test_predictive_scores_against_torch_distributions():
     y = torch.randn(3, 8, 1, generator=g, dtype=D)
     sigma = 0.6
     density = Normal(samples, sigma).log_prob(y.unsqueeze(0)).exp().mean(0)  # the mixture, [3, 8, 1]
-    torch.testing.assert_close(llama.predictive_log_likelihood(samples, y, sigma), density.log().mean((1, 2)))
+    torch.testing.assert_close(evaluation.predictive_log_likelihood(samples, y, sigma), density.log().mean((1, 2)))
     cdf = Normal(samples, sigma).cdf(y.unsqueeze(0)).mean(0).squeeze(-1)
-    torch.testing.assert_close(llama.pit(samples, y, sigma), cdf)
+    torch.testing.assert_close(evaluation.pit(samples, y, sigma), cdf)
 
 
 def test_a_calibrated_predictive_covers_at_its_nominal_rate():
     g = torch.Generator().manual_seed(6)
     f = torch.randn(1, 400, 50, 1, generator=g, dtype=D)
     y = f[0] + 0.3 * torch.randn(400, 50, 1, generator=g, dtype=D)  # data drawn from the predictive itself
-    u = llama.pit(f, y, 0.3)
+    u = evaluation.pit(f, y, 0.3)
     for level in (0.5, 0.9):
-        assert abs(float(llama.coverage(u, level).mean()) - 100 * level) < 1.5
-    wrong = llama.coverage(llama.pit(f, y, 0.1), 0.9).mean()  # too narrow a band undercovers
+        assert abs(float(evaluation.coverage(u, level).mean()) - 100 * level) < 1.5
+    wrong = evaluation.coverage(evaluation.pit(f, y, 0.1), 0.9).mean()  # too narrow a band undercovers
     assert float(wrong) < 50
     with pytest.raises(ValueError, match="level"):
-        llama.coverage(u, 1.0)
-    best, scores = llama.choose_noise_std(lambda s: llama.predictive_log_likelihood(f, y, s), [0.1, 0.3, 1.0])
+        evaluation.coverage(u, 1.0)
+    best, scores = evaluation.choose_noise_std(lambda s: evaluation.predictive_log_likelihood(f, y, s), [0.1, 0.3, 1.0])
     assert best == 0.3 and scores[1] == max(scores)
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="eta"):
-        llama.SinusoidSettings(eta=-1.0)
-    with pytest.raises(ValueError, match="tau"):
-        llama.GlyphSettings(prior_precision=0.0)
+    with pytest.raises(ValueError, match="LLAMASinusoidSettings.eta"):
+        llama.LLAMASinusoidSettings(eta=-1.0)
+    with pytest.raises(ValueError, match="LLAMAGlyphSettings.prior_precision"):
+        llama.LLAMAGlyphSettings(prior_precision=0.0)
     with pytest.raises(ValueError, match="noise_std"):
-        llama.SinusoidSettings(noise_std=0.0)
-    with pytest.raises(ValueError, match="at least one candidate"):
-        llama.SinusoidSettings(tau_grid=())
+        llama.LLAMASinusoidSettings(noise_std=0.0)
+    with pytest.raises(ValueError, match="tau_grid"):
+        llama.LLAMASinusoidSettings(tau_grid=())
+    with pytest.raises(ValueError, match="inner_lr"):  # MAML's own checks still run
+        llama.LLAMASinusoidSettings(inner_lr=0.0)
     with pytest.raises(ValueError, match="MLP or a Conv4 with a head"):
         llama.LLAMA(Conv4(1, 4, None, track_running_stats=False), "cross_entropy")
-    assert llama.SinusoidSettings.quick().steps < llama.SinusoidSettings.full().steps
-    assert llama.GlyphSettings.full().inner_lr == 0.4  # MAML's paper setting underneath
+    assert llama.LLAMASinusoidSettings.quick().steps < llama.LLAMASinusoidSettings.full().steps
+    assert llama.LLAMAGlyphSettings.full().inner_lr == 0.4  # MAML's paper setting underneath
+    assert llama.LLAMAGlyphSettings.full().checkpoint and not llama.LLAMAGlyphSettings.quick().checkpoint
+
+
+def test_builders_with_a_seed_leave_the_global_random_state_alone():
+    settings = llama.LLAMASinusoidSettings.quick()
+    before = torch.get_rng_state()
+    a = llama.sinusoid_learner(settings, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = llama.sinusoid_learner(settings, seed=3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_stored_eta_is_what_the_tuning_script_chooses():
+    """scripts/choose_llama_eta.py reruns the meta-validation sweep (about 80 s of CPU); the stored choice must match."""
+    script = load_script("choose_llama_eta")
+    sweeps = script.choose()
+    assert {family: sweep.chosen for family, sweep in sweeps.items()} == llama.QUICK_ETA

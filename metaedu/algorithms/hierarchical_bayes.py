@@ -115,8 +115,15 @@ def _step_matrix(D: int, inner_lr: float | None, preconditioner: torch.Tensor | 
     return B
 
 
-def gradient_descent(X: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, steps: int, inner_lr: float | None = None,
-                     preconditioner: torch.Tensor | None = None, keep_path: bool = False) -> torch.Tensor:
+def gradient_descent(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    theta: torch.Tensor,
+    steps: int,
+    inner_lr: float | None = None,
+    preconditioner: torch.Tensor | None = None,
+    keep_path: bool = False,
+) -> torch.Tensor:
     """k steps of ``phi <- phi - B X^T (X phi - y)`` from ``phi = theta`` (the slides' update).
 
     ``X`` ``[..., N, D]``, ``y`` ``[..., N]``, ``theta`` ``[..., D]``; returns ``phi(k)`` ``[..., D]``,
@@ -147,8 +154,10 @@ def _shrinkage(x: torch.Tensor, steps: int) -> torch.Tensor:
 def _implicit_prior(X, steps, inner_lr, preconditioner, precision: bool) -> torch.Tensor:
     _check_linear(X)
     if steps < (1 if precision else 0):
-        raise ValueError(f"steps must be >= {1 if precision else 0}, got {steps}"
-                         + (" (after no step the prior is a point mass: its precision is infinite)" if precision else ""))
+        raise ValueError(
+            f"steps must be >= {1 if precision else 0}, got {steps}"
+            + (" (after no step the prior is a point mass: its precision is infinite)" if precision else "")
+        )
     B = _step_matrix(X.shape[-1], inner_lr, preconditioner, X)
     b, V = torch.linalg.eigh(B)
     power = -0.5 if precision else 0.5
@@ -157,15 +166,18 @@ def _implicit_prior(X, steps, inner_lr, preconditioner, precision: bool) -> torc
     lam, O = torch.linalg.eigh(half @ X.transpose(-2, -1) @ X @ half)  # Lambda~, O~ of B^1/2 X^T X B^1/2
     lam = lam.clamp_min(0.0)
     if bool(((lam - 1).abs() < 1e-12).any()):
-        raise ValueError("a step lands exactly on the minimum along some direction (B lambda = 1): "
-                         "the implicit prior variance there is infinite")
+        raise ValueError(
+            "a step lands exactly on the minimum along some direction (B lambda = 1): "
+            "the implicit prior variance there is infinite"
+        )
     values = _shrinkage(lam, steps)
     inner = O @ torch.diag_embed(1 / values if precision else values) @ O.transpose(-2, -1)
     return root @ inner @ root
 
 
-def implicit_prior_covariance(X: torch.Tensor, steps: int, inner_lr: float | None = None,
-                              preconditioner: torch.Tensor | None = None) -> torch.Tensor:
+def implicit_prior_covariance(
+    X: torch.Tensor, steps: int, inner_lr: float | None = None, preconditioner: torch.Tensor | None = None
+) -> torch.Tensor:
     """Q of (3): the prior covariance whose MAP estimate is k steps of (preconditioned) gradient descent.
 
     ``X`` ``[..., N, D]`` -> ``Q`` ``[..., D, D]``. ``steps = 0`` gives Q = 0 (the estimate stays at theta).
@@ -175,14 +187,20 @@ def implicit_prior_covariance(X: torch.Tensor, steps: int, inner_lr: float | Non
     return _implicit_prior(X, steps, inner_lr, preconditioner, precision=False)
 
 
-def implicit_prior_precision(X: torch.Tensor, steps: int, inner_lr: float | None = None,
-                             preconditioner: torch.Tensor | None = None) -> torch.Tensor:
+def implicit_prior_precision(
+    X: torch.Tensor, steps: int, inner_lr: float | None = None, preconditioner: torch.Tensor | None = None
+) -> torch.Tensor:
     """``Q^-1`` (``steps >= 1``), computed directly; it tends to 0 as k grows (the prior fades away)."""
     return _implicit_prior(X, steps, inner_lr, preconditioner, precision=True)
 
 
-def map_estimate(X: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, Q: torch.Tensor | None = None,
-                 precision: torch.Tensor | None = None) -> torch.Tensor:
+def map_estimate(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    theta: torch.Tensor,
+    Q: torch.Tensor | None = None,
+    precision: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The mode of ``N(y; X phi, I) N(phi; theta, Q)``, ``[..., D]``; give Q or its inverse ``precision``.
 
     With Q: ``theta + Q (X^T X Q + I)^-1 X^T (y - X theta)``, written without ``Q^-1``, so a

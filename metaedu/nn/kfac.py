@@ -102,8 +102,9 @@ def output_hessian_factor(out: torch.Tensor, loss: str, noise_std: float = 1.0) 
     return torch.diag_embed(root) - p.unsqueeze(-1) * root.unsqueeze(-2)  # [tasks, n, d, d]
 
 
-def kronecker_factors(out: torch.Tensor, factor: torch.Tensor, taps: list[Tap],
-                      create_graph: bool = False) -> list[Factors]:
+def kronecker_factors(
+    out: torch.Tensor, factor: torch.Tensor, taps: list[Tap], create_graph: bool = False
+) -> list[Factors]:
     """K-FAC factors of the tapped layers, from one forward pass (``taps``) and its outputs ``out``.
 
     ``factor`` is :func:`output_hessian_factor` of ``out``. Each of its ``c`` columns is carried
@@ -117,8 +118,10 @@ def kronecker_factors(out: torch.Tensor, factor: torch.Tensor, taps: list[Tap],
     n = out.shape[1]
     columns = factor.shape[-1]
     outputs = [t.outputs for t in taps]
-    per_column = [torch.autograd.grad(out, outputs, grad_outputs=factor[..., c], create_graph=create_graph,
-                                      retain_graph=True) for c in range(columns)]  # c tuples of [tasks, n, out_l]
+    per_column = [
+        torch.autograd.grad(out, outputs, grad_outputs=factor[..., c], create_graph=create_graph, retain_graph=True)
+        for c in range(columns)
+    ]  # c tuples of [tasks, n, out_l]
     result = []
     for i, tap in enumerate(taps):
         a = tap.inputs if create_graph else tap.inputs.detach()
@@ -147,13 +150,17 @@ def moment_eigenvalues(rows: torch.Tensor, n: int) -> torch.Tensor:
         values = torch.cat([small.new_zeros(*small.shape[:-1], d - r), small], dim=-1)
     else:
         values = torch.linalg.eigvalsh(wide.transpose(-2, -1) @ wide / n)
-    return values.clamp_min(0.0).to(rows.device, rows.dtype)  # positive semi-definite; rounding may leave tiny negatives
+    return values.clamp_min(0.0).to(
+        rows.device, rows.dtype
+    )  # positive semi-definite; rounding may leave tiny negatives
 
 
 def log_det(factors: list[Factors], tau: float) -> torch.Tensor:
     """``sum over layers of log det(n A kron G + tau I)``, per task: ``[tasks]``."""
     if not tau > 0:
-        raise ValueError(f"the prior precision tau must be positive (else the log-determinant can be -inf), got {tau!r}")
+        raise ValueError(
+            f"the prior precision tau must be positive (else the log-determinant can be -inf), got {tau!r}"
+        )
     total = 0.0
     for f in factors:
         a = moment_eigenvalues(f.a_bar, f.n)  # [tasks, in + 1]
@@ -179,11 +186,16 @@ def sample(f: Factors, tau: float, n_samples: int, generator: torch.Generator | 
     if not tau > 0:
         raise ValueError(f"the prior precision tau must be positive (else the covariance is unbounded), got {tau!r}")
     like = f.a_bar
-    a, UA = (v.to(like.device, like.dtype) for v in torch.linalg.eigh(_float64(f.A.detach())))  # [tasks, in+1], [.., in+1]
-    g, UG = (v.to(like.device, like.dtype) for v in torch.linalg.eigh(_float64(f.G.detach())))  # [tasks, out], [.., out]
+    a, UA = (
+        v.to(like.device, like.dtype) for v in torch.linalg.eigh(_float64(f.A.detach()))
+    )  # [tasks, in+1], [.., in+1]
+    g, UG = (
+        v.to(like.device, like.dtype) for v in torch.linalg.eigh(_float64(f.G.detach()))
+    )  # [tasks, out], [.., out]
     precision = f.n * a.clamp_min(0).unsqueeze(-2) * g.clamp_min(0).unsqueeze(-1) + tau  # [tasks, out, in + 1]
     # a diagonal Gaussian in the eigenbasis, rotated back: vec(U_G E U_A^T) = (U_A kron U_G) vec(E)
     where = generator.device if generator is not None else precision.device  # draw where the generator lives
-    E = gaussian.sample(torch.zeros_like(precision, device=where), -torch.log(precision).to(where), n=n_samples,
-                        generator=generator).to(precision.device)
+    E = gaussian.sample(
+        torch.zeros_like(precision, device=where), -torch.log(precision).to(where), n=n_samples, generator=generator
+    ).to(precision.device)
     return UG @ E @ UA.transpose(-2, -1)

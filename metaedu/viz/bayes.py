@@ -30,16 +30,27 @@ def plot_graphical_model(ax=None):
     """The hierarchical model theta -> phi_j -> x_jn, with plates over tasks (J) and points (N)."""
     fig, ax = _axes(ax, figsize=(8, 6.5))
     r, cx = 0.07, 0.36
-    nodes = {"theta": (0.87, r"$\theta$", "white", "meta-parameters, shared by all tasks"),
-             "phi": (0.56, r"$\phi_j$", "white", "parameters of task $j$"),
-             "x": (0.25, r"$\mathbf{x}_{j_n}$", "#d9d9d9", "observed data")}
+    nodes = {
+        "theta": (0.87, r"$\theta$", "white", "meta-parameters, shared by all tasks"),
+        "phi": (0.56, r"$\phi_j$", "white", "parameters of task $j$"),
+        "x": (0.25, r"$\mathbf{x}_{j_n}$", "#d9d9d9", "observed data"),
+    }
     for y, label, face, words in nodes.values():
         ax.add_patch(Circle((cx, y), r, facecolor=face, edgecolor="black", lw=2, zorder=3))
         ax.text(cx, y, label, ha="center", va="center", fontsize=22, zorder=4)
         ax.text(cx + r + 0.04, y, words, va="center", fontsize=14)
     for a, b in (("theta", "phi"), ("phi", "x")):
-        ax.add_patch(FancyArrowPatch((cx, nodes[a][0] - r), (cx, nodes[b][0] + r), arrowstyle="-|>", mutation_scale=24,
-                                     lw=2, color="black", zorder=2))
+        ax.add_patch(
+            FancyArrowPatch(
+                (cx, nodes[a][0] - r),
+                (cx, nodes[b][0] + r),
+                arrowstyle="-|>",
+                mutation_scale=24,
+                lw=2,
+                color="black",
+                zorder=2,
+            )
+        )
     ax.add_patch(FancyBboxPatch((0.06, 0.03), 1.0, 0.66, boxstyle="round,pad=0.01", fill=False, lw=1.8))
     ax.add_patch(FancyBboxPatch((0.16, 0.12), 0.8, 0.28, boxstyle="round,pad=0.01", fill=False, lw=1.8))
     ax.text(0.94, 0.13, r"$n = 1 \dots N$", ha="right", va="bottom", fontsize=14)
@@ -60,8 +71,9 @@ def _ellipse(ax, mean, cov, scale, **kw):
     ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, **kw))
 
 
-def plot_early_stopping_prior(X, y, theta, path, covariances: dict, maps: dict, ax=None, title: str | None = None,
-                              limits=None):
+def plot_early_stopping_prior(
+    X, y, theta, path, covariances: dict, maps: dict, ax=None, title: str | None = None, limits=None
+):
     """Two parameters: likelihood contours, gradient-descent iterates, prior ellipses N(theta, Q_k), MAP points.
 
     ``path``: iterates ``[k + 1, 2]``; ``covariances``: k -> Q_k ``[2, 2]``; ``maps``: k -> MAP under Q_k.
@@ -89,8 +101,16 @@ def plot_early_stopping_prior(X, y, theta, path, covariances: dict, maps: dict, 
         m = _np(maps[k])
         ax.scatter(*m, s=260, facecolors="none", edgecolors=[color], linewidths=2.5, zorder=5)
         ax.annotate(f"k = {k}", m, xytext=(10, -16), textcoords="offset points", fontsize=13, color=color)
-    ax.plot(path[:, 0], path[:, 1], "-o", color=method_color("MAML"), ms=6, lw=1.8, zorder=6,
-            label=r"gradient-descent iterates $\phi_{(k)}$")
+    ax.plot(
+        path[:, 0],
+        path[:, 1],
+        "-o",
+        color=method_color("MAML"),
+        ms=6,
+        lw=1.8,
+        zorder=6,
+        label=r"gradient-descent iterates $\phi_{(k)}$",
+    )
     ax.scatter(*theta, marker="s", s=110, color="black", zorder=7, label=r"$\theta = \phi_{(0)}$ (prior mean)")
     ax.scatter(*least_squares, marker="*", s=320, color=COLORS["support"], zorder=7, label="least-squares solution")
     ax.scatter([], [], s=200, facecolors="none", edgecolors="gray", linewidths=2.5, label=r"MAP under $N(\theta, Q_k)$")
@@ -106,8 +126,19 @@ def plot_early_stopping_prior(X, y, theta, path, covariances: dict, maps: dict, 
     return fig
 
 
-def plot_predictive(x, truth, x_support, y_support, point=None, samples=None, band=None, ax=None,
-                    title: str | None = None, method: str = "LLAMA", n_curves: int = 8):
+def plot_predictive(
+    x,
+    truth,
+    x_support,
+    y_support,
+    point=None,
+    samples=None,
+    band=None,
+    ax=None,
+    title: str | None = None,
+    method: str = "LLAMA",
+    n_curves: int = 8,
+):
     """One task: the true function, support points, MAML's single curve and a method's samples and band.
 
     ``point``: MAML's prediction on ``x``; ``samples``: ``[S, len(x)]`` predictions of posterior draws;
@@ -117,16 +148,36 @@ def plot_predictive(x, truth, x_support, y_support, point=None, samples=None, ba
     xs = _np(x).ravel()
     ax.plot(xs, _np(truth).ravel(), color=COLORS["truth"], lw=2.5, label="true function")
     if band is not None:
-        ax.fill_between(xs, _np(band[0]).ravel(), _np(band[1]).ravel(), color=method_color(method), alpha=0.22,
-                        label=f"{method} 90% predictive band")
+        ax.fill_between(
+            xs,
+            _np(band[0]).ravel(),
+            _np(band[1]).ravel(),
+            color=method_color(method),
+            alpha=0.22,
+            label=f"{method} 90% predictive band",
+        )
     if samples is not None:
         s = _np(samples).reshape(-1, len(xs))
         for i in range(min(n_curves, len(s))):
-            ax.plot(xs, s[i], color=method_color(method), lw=1.0, alpha=0.6, label=f"{method} posterior draws" if i == 0 else None)
+            ax.plot(
+                xs,
+                s[i],
+                color=method_color(method),
+                lw=1.0,
+                alpha=0.6,
+                label=f"{method} posterior draws" if i == 0 else None,
+            )
     if point is not None:
         ax.plot(xs, _np(point).ravel(), color=method_color("MAML"), lw=2.5, ls="--", label="MAML (one curve)")
-    ax.scatter(_np(x_support).ravel(), _np(y_support).ravel(), color=COLORS["support"], marker="^", s=90, zorder=6,
-               label=f"K = {len(_np(x_support).ravel())} support points")
+    ax.scatter(
+        _np(x_support).ravel(),
+        _np(y_support).ravel(),
+        color=COLORS["support"],
+        marker="^",
+        s=90,
+        zorder=6,
+        label=f"K = {len(_np(x_support).ravel())} support points",
+    )
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     if title:
@@ -147,8 +198,9 @@ def plot_calibration(levels, coverage: dict, ax=None, title: str | None = None, 
     for name, scores in coverage.items():
         mean = np.array([s.mean for s in scores])
         ci = np.array([s.ci95 for s in scores])
-        ax.errorbar(lv, mean, yerr=ci, marker="o", capsize=4, color=method_color(name),
-                    label=(labels or {}).get(name, name))
+        ax.errorbar(
+            lv, mean, yerr=ci, marker="o", capsize=4, color=method_color(name), label=(labels or {}).get(name, name)
+        )
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     ax.set_aspect("equal")
