@@ -1,0 +1,365 @@
+"""PLATIPUS: probabilistic model-agnostic meta-learning (Finn, Xu & Levine, NeurIPS 2018).
+
+MAML gives one model per task; when a few examples fit several functions it still
+gives one. PLATIPUS keeps MAML's inner loop but starts it from a *sampled* theta, so
+every draw is a different plausible model. Read next to the paper (section 4,
+algorithms 1 and 2):
+
+1. A Gaussian over the initial weights, ``p(theta) = N(mu_theta, sigma2_theta)``
+   (diagonal), made task-dependent by one gradient step on the training set
+   ("additional dependencies", eq. 4)::
+
+       p(theta | D_tr)   = N(mu_theta - gamma_p * grad_mu L(mu_theta, D_tr),   sigma2_theta)
+
+2. Meta-training (algorithm 1) uses an inference network that may look at the test
+   set, one gradient step as well::
+
+       q(theta | D_test) = N(mu_theta - gamma_q * grad_mu L(mu_theta, D_test), v_q)
+
+   draws ``theta ~ q`` by reparameterisation, adapts it on the training set with
+   MAML's step ``phi = theta - alpha * grad_theta L(theta, D_tr)``, and minimises
+   ``L(phi, D_test) + kl_weight * KL(q(theta | D_test) || p(theta | D_tr))``
+   over Theta = {mu_theta, sigma2_theta, v_q, gamma_p, gamma_q} with Adam. The KL
+   term is the part of the lower bound (slide "hybrid inference") that ties the
+   prior, which sees only D_tr, to the posterior, which saw the answers.
+3. Meta-testing (algorithm 2): draw ``theta ~ p(theta | D_tr)``, adapt it with the
+   same gradient steps, and repeat for as many models as wanted.
+
+Symbols and names: mu_theta = the network's own parameters (``learner.maml.model``);
+sigma2_theta = ``exp(log_sigma2)``; v_q = ``exp(log_v_q)``; gamma_p, gamma_q =
+``gamma_p``, ``gamma_q`` (one learned step size per weight, like Meta-SGD's alpha);
+alpha = ``inner_lr``; the KL weight = ``kl_weight``. Weights of many tasks and many
+samples are dicts ``{name: [samples * tasks, *shape]}`` (sample-major: row
+``s * tasks + t`` is sample ``s`` of task ``t``), so every task and every sample of a
+meta-batch goes through the network in one batched pass of the MAML core
+(:meth:`metaedu.algorithms.maml.MAML.adapt` with ``start=``).
+
+The baselines of the paper's table run on the same core: **MAML** (one model, the
+same network and inner loop) and **MAML + noise** (:func:`noisy_maml_models`: MAML's
+theta with Gaussian noise added before adapting).
+
+Ambiguous glyph tasks and their scores (coverage, accuracy, NLL) are in
+:mod:`metaedu.tasks.ambiguous`; lines-or-sines tasks in :mod:`metaedu.tasks.regression`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metaedu.algorithms.maml import MAML, _key
+from metaedu.nn import gaussian
+from metaedu.nn.backbones import MLP, Conv4
+from metaedu.nn.functional import Params, batched_forward, parameter_dict, per_task
+from metaedu.training import History, train
+
+# ----------------------------------------------------------------------------- settings
+
+
+def _check_common(s) -> None:
+    for name in ("inner_lr", "outer_lr"):
+        if not getattr(s, name) > 0:
+            raise ValueError(f"{name} must be positive, got {getattr(s, name)!r}")
+    if s.kl_weight < 0:
+        raise ValueError(f"kl_weight must be >= 0, got {s.kl_weight!r}")
+    for name in ("inner_steps", "test_inner_steps"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"{name} must be at least 1 (PLATIPUS adapts the sampled theta), got {getattr(s, name)!r}")
+    for name in ("meta_batch", "steps", "n_samples"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(s, name)!r}")
+
+
+@dataclass
+class LinesOrSinesSettings:
+    """PLATIPUS on ambiguous 5-shot regression: lines or sinusoids, support points from a narrow x range."""
+
+    k_shot: int = 5  # support points per task
+    n_query: int = 10  # query points per task (over the whole x range)
+    support_range: tuple[float, float] = (-1.5, 1.5)  # x range of the support points: narrow, so tasks are ambiguous
+    noise_std: float = 0.3  # observation noise on y
+    hidden: tuple[int, ...] = (100, 100)  # hidden layers of the MLP
+    inner_lr: float = 0.01  # alpha
+    outer_lr: float = 0.001  # Adam's step size on Theta
+    inner_steps: int = 1  # gradient steps on D_tr while meta-training
+    test_inner_steps: int = 1  # gradient steps on D_tr at meta-test time
+    kl_weight: float = 1.0  # weight of KL(q || p) in the loss
+    init_log_var: float = math.log(1e-4)  # initial log sigma2_theta and log v_q
+    meta_batch: int = 10  # tasks per meta-update
+    steps: int = 50000  # meta-updates
+    n_samples: int = 10  # models drawn per task at meta-test time
+    eval_tasks: int = 600  # test tasks behind each reported number
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        low, high = self.support_range
+        if not low < high:
+            raise ValueError(f"support_range must be (low, high) with low < high, got {self.support_range}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+
+    @classmethod
+    def quick(cls) -> "LinesOrSinesSettings":
+        return cls(hidden=(40, 40), steps=3000, outer_lr=0.003, eval_tasks=300)
+
+    @classmethod
+    def full(cls) -> "LinesOrSinesSettings":
+        return cls()
+
+
+@dataclass
+class AmbiguousGlyphSettings:
+    """PLATIPUS on ambiguous 5-shot glyph classification (the paper's ambiguous celebA, :mod:`metaedu.tasks.ambiguous`).
+
+    Full mode is the paper's setting: Conv4 on the pixels, meta-trained end to end. Quick mode
+    (``encoder="attributes"``) puts a frozen Conv4 under a small classifier: it is trained once,
+    as a plain network, to tell the three attributes of meta-training images
+    (:func:`metaedu.algorithms.ambiguity.attribute_encoder`), and PLATIPUS and MAML then meta-learn
+    a one-hidden-layer classifier on its features. They still have to learn which attribute pairs
+    make tasks and how to adapt; they no longer have to learn to see.
+    """
+
+    k_shot: int = 5  # positives and negatives in the support set
+    n_query: int = 5  # query images per group (5 groups) while meta-training
+    eval_query: int = 5  # query images per group when scoring
+    encoder: str = "none"  # "none": Conv4 on the pixels (the paper); "attributes": frozen attribute encoder + MLP
+    image_size: int = 28  # pixels per side fed to Conv4 (and to the encoder)
+    hidden: int = 64  # Conv4 filters (of the classifier, or of the encoder)
+    head_hidden: int = 32  # hidden units of the MLP classifier on the encoder's features
+    encoder_epochs: int = 3  # epochs of the attribute encoder over the meta-training images
+    inner_lr: float = 0.1  # alpha
+    outer_lr: float = 0.001  # Adam's step size on Theta (and on MAML's theta)
+    inner_steps: int = 1  # gradient steps on D_tr while meta-training
+    test_inner_steps: int = 1  # gradient steps on D_tr at meta-test time
+    kl_weight: float = 0.15  # weight of KL(q || p) (the paper's table: 0.05 and 0.15)
+    init_log_var: float = math.log(1e-2)  # initial log sigma2_theta and log v_q
+    meta_batch: int = 16  # tasks per meta-update
+    steps: int = 30000  # meta-updates (PLATIPUS and MAML alike)
+    n_samples: int = 10  # classifiers sampled per task when scoring
+    noise_stds: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)  # MAML + noise: levels tried on meta-validation
+    noise_tolerance: float = 3.0  # ... the noisiest one whose validation accuracy stays this close to MAML's
+    val_fraction: float = 0.15  # background classes (whole alphabets) held out for meta-validation
+    val_tasks: int = 300  # meta-validation tasks behind the noise choice
+    eval_tasks: int = 600  # test tasks behind each reported number
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.encoder not in ("none", "attributes"):
+            raise ValueError(f"encoder must be 'none' (Conv4 on pixels) or 'attributes', got {self.encoder!r}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16 (Conv4 halves it four times), got {self.image_size}")
+        if not self.noise_stds or min(self.noise_stds) <= 0:
+            raise ValueError(f"noise_stds must be positive noise levels, got {self.noise_stds}")
+        for name in ("k_shot", "n_query", "eval_query", "hidden", "head_hidden", "encoder_epochs", "val_tasks",
+                     "eval_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+
+    @classmethod
+    def quick(cls) -> "AmbiguousGlyphSettings":
+        return cls(encoder="attributes", image_size=16, hidden=32, inner_lr=1.0, outer_lr=0.003, steps=600,
+                   val_tasks=200, eval_tasks=300)
+
+    @classmethod
+    def full(cls) -> "AmbiguousGlyphSettings":
+        return cls()
+
+
+# ----------------------------------------------------------------------------- the learner
+
+
+class PLATIPUS(nn.Module):
+    """A network (its weights are mu_theta) with PLATIPUS's distributions over theta around it.
+
+    Args:
+        model: the network; its parameters are mu_theta.
+        loss: ``"mse"`` or ``"cross_entropy"`` (MAML's task losses).
+        inner_lr: alpha, MAML's inner step size.
+        init_log_var: initial log sigma2_theta and log v_q (small: training starts close to MAML).
+        gamma_init: initial gamma_p and gamma_q (defaults to alpha).
+
+    Example::
+
+        learner = PLATIPUS(MLP((1, 40, 40, 1)), "mse", inner_lr=0.01)
+        loss, parts = learner.meta_loss(tasks, steps=1, kl_weight=1.0, generator=g)
+        loss.backward()
+        models = learner.sample_models(x_support, y_support, steps=1, n_samples=10, generator=g)
+    """
+
+    def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01,
+                 init_log_var: float = math.log(1e-4), gamma_init: float | None = None) -> None:
+        super().__init__()
+        self.maml = MAML(model, loss, inner_lr)
+        gamma_init = inner_lr if gamma_init is None else gamma_init
+        named = list(model.named_parameters())
+        self.names = [n for n, _ in named]
+
+        def table(value: float) -> nn.ParameterDict:
+            return nn.ParameterDict({_key(n): nn.Parameter(torch.full_like(p, value)) for n, p in named})
+
+        self.log_sigma2 = table(init_log_var)  # prior variance sigma2_theta
+        self.log_v_q = table(init_log_var)  # variance of q
+        self.gamma_p = table(gamma_init)  # step size of the prior's gradient step on D_tr
+        self.gamma_q = table(gamma_init)  # step size of q's gradient step on D_test
+
+    # --- 1. gradients at mu_theta, one per task -------------------------------------------
+
+    def mu(self) -> Params:
+        """mu_theta: the network's parameters by name (shared by all tasks)."""
+        return parameter_dict(self.maml.model)
+
+    def task_gradients(self, x: torch.Tensor, y: torch.Tensor, create_graph: bool) -> Params:
+        """grad_mu L(mu_theta, D_i) for every task i: ``{name: [tasks, *shape]}``."""
+        fast = per_task(self.mu(), x.shape[0])
+        if not all(p.requires_grad for p in fast.values()):
+            fast = {n: p.detach().requires_grad_() for n, p in fast.items()}
+        loss, _ = self.maml.task_losses(fast, x, y)  # [tasks]
+        grads = torch.autograd.grad(loss.sum(), list(fast.values()), create_graph=create_graph)
+        return dict(zip(fast, grads))
+
+    def _step_from_mu(self, gamma: nn.ParameterDict, grads: Params) -> Params:
+        mu = self.mu()
+        return {n: mu[n] - gamma[_key(n)] * g for n, g in grads.items()}  # [tasks, *shape]
+
+    # --- 2. the prior p(theta | D_tr) and the posterior q(theta | D_test) ---------------------
+
+    def prior(self, x_support: torch.Tensor, y_support: torch.Tensor, create_graph: bool = True):
+        """Means ``{name: [tasks, *shape]}`` and log variances ``{name: [*shape]}`` of p(theta | D_tr)."""
+        mean = self._step_from_mu(self.gamma_p, self.task_gradients(x_support, y_support, create_graph))
+        return mean, {n: self.log_sigma2[_key(n)] for n in self.names}
+
+    def posterior(self, x_query: torch.Tensor, y_query: torch.Tensor, create_graph: bool = True):
+        """Means and log variances of q(theta | D_test) (meta-training only: it sees the answers)."""
+        mean = self._step_from_mu(self.gamma_q, self.task_gradients(x_query, y_query, create_graph))
+        return mean, {n: self.log_v_q[_key(n)] for n in self.names}
+
+    # --- 3. sampling and adapting ------------------------------------------------------------
+
+    @staticmethod
+    def draw(mean: Params, log_var: Params, n_samples: int, generator: torch.Generator | None = None) -> Params:
+        """Reparameterised draws: ``{name: [n_samples * tasks, *shape]}`` (sample-major)."""
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        out = {}
+        for n, m in mean.items():
+            theta = gaussian.sample(m, log_var[n], n_samples, generator)  # [S, tasks, *shape]
+            out[n] = theta.flatten(0, 1)  # [S * tasks, *shape]
+        return out
+
+    def adapt_samples(self, theta: Params, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
+                      create_graph: bool) -> Params:
+        """phi = theta - alpha * grad L(theta, D_tr), ``steps`` times, for every sample of every task at once."""
+        n_samples = next(iter(theta.values())).shape[0] // x_support.shape[0]
+        xs = x_support.repeat(n_samples, *[1] * (x_support.dim() - 1))  # [S * tasks, k, ...]
+        ys = y_support.repeat(n_samples, *[1] * (y_support.dim() - 1))
+        return self.maml.adapt(xs, ys, steps, create_graph=create_graph, start=theta)
+
+    def meta_loss(self, tasks, steps: int, kl_weight: float, generator: torch.Generator | None = None,
+                  n_samples: int = 1) -> tuple[torch.Tensor, dict]:
+        """Algorithm 1, lines 6-11, for a meta-batch: the scalar loss and its parts (detached, per-task means).
+
+        ``tasks`` holds ``x_support``/``y_support`` (D_tr) and ``x_query``/``y_query`` (D_test).
+        """
+        xs, ys, xq, yq = tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query
+        mean_q, log_v_q = self.posterior(xq, yq)  # lines 6-7
+        theta = self.draw(mean_q, log_v_q, n_samples, generator)  # line 7: theta ~ q
+        phi = self.adapt_samples(theta, xs, ys, steps, create_graph=True)  # lines 8-9
+        mean_p, log_sigma2 = self.prior(xs, ys)  # line 10
+        xq_rep = xq.repeat(n_samples, *[1] * (xq.dim() - 1))
+        yq_rep = yq.repeat(n_samples, *[1] * (yq.dim() - 1))
+        test_loss, _ = self.maml.task_losses(phi, xq_rep, yq_rep)  # [S * tasks]
+        kl = sum(gaussian.kl(mean_q[n], log_v_q[n], mean_p[n], log_sigma2[n], event_dims=log_v_q[n].dim())
+                 for n in self.names)  # [tasks]
+        loss = test_loss.mean() + kl_weight * kl.mean()  # line 11
+        return loss, {"test_loss": test_loss.detach().mean(), "kl": kl.detach().mean()}
+
+    def sample_models(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int, n_samples: int,
+                      generator: torch.Generator | None = None) -> Params:
+        """Algorithm 2: ``n_samples`` adapted models per task, ``{name: [n_samples * tasks, *shape]}``, detached."""
+        with torch.enable_grad():
+            mean, log_var = self.prior(x_support, y_support, create_graph=False)
+            theta = self.draw({n: m.detach() for n, m in mean.items()}, {n: v.detach() for n, v in log_var.items()},
+                              n_samples, generator)
+            phi = self.adapt_samples(theta, x_support, y_support, steps, create_graph=False)
+        return {n: p.detach() for n, p in phi.items()}
+
+    def predict_samples(self, x_support, y_support, x_query, steps: int, n_samples: int,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Outputs of the sampled models on the query inputs: ``[n_samples, tasks, n_query, out]``."""
+        phi = self.sample_models(x_support, y_support, steps, n_samples, generator)
+        return forward_samples(self.maml, phi, x_query)
+
+
+def forward_samples(maml: MAML, phi: Params, x: torch.Tensor) -> torch.Tensor:
+    """Apply sample-major weights ``{name: [S * tasks, ...]}`` to ``x`` ``[tasks, n, ...]`` -> ``[S, tasks, n, out]``."""
+    tasks = x.shape[0]
+    n_samples = next(iter(phi.values())).shape[0] // tasks
+    with torch.no_grad():
+        out = batched_forward(maml.model, phi, x.repeat(n_samples, *[1] * (x.dim() - 1)))
+    return out.view(n_samples, tasks, *out.shape[1:])
+
+
+def noisy_maml_models(maml: MAML, x_support: torch.Tensor, y_support: torch.Tensor, steps: int, n_samples: int,
+                      noise_std: float, generator: torch.Generator | None = None) -> Params:
+    """MAML + noise: theta_MAML + noise_std * eps, then MAML's adaptation; ``{name: [S * tasks, ...]}``, detached."""
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    tasks = x_support.shape[0]
+    mean = per_task({n: p.detach() for n, p in parameter_dict(maml.model).items()}, tasks)
+    log_var = {n: torch.full((), 2 * math.log(noise_std) if noise_std > 0 else 0.0, device=m.device) for n, m in mean.items()}
+    with torch.enable_grad():
+        theta = PLATIPUS.draw(mean, log_var, n_samples, generator) if noise_std > 0 else \
+            {n: m.repeat(n_samples, *[1] * (m.dim() - 1)) for n, m in mean.items()}
+        xs = x_support.repeat(n_samples, *[1] * (x_support.dim() - 1))
+        ys = y_support.repeat(n_samples, *[1] * (y_support.dim() - 1))
+        phi = maml.adapt(xs, ys, steps, create_graph=False, start=theta)
+    return {n: p.detach() for n, p in phi.items()}
+
+
+# ----------------------------------------------------------------------------- building and training
+
+
+def regression_network(settings: LinesOrSinesSettings) -> nn.Module:
+    """An MLP 1-hidden-1 with ReLUs (the same network for PLATIPUS and MAML)."""
+    return MLP((1, *settings.hidden, 1))
+
+
+def regression_learner(settings: LinesOrSinesSettings, device="cpu") -> PLATIPUS:
+    """The MLP as mu_theta, with PLATIPUS's variances and step sizes."""
+    return PLATIPUS(regression_network(settings), "mse", settings.inner_lr, settings.init_log_var).to(device)
+
+
+def glyph_network(settings: AmbiguousGlyphSettings, in_features: int | None = None) -> nn.Module:
+    """The classifier: Conv4 with a 2-way head on pixels, or an MLP on ``in_features`` encoder features."""
+    if settings.encoder == "attributes":
+        if in_features is None:
+            raise ValueError("encoder='attributes' needs in_features, the size of the encoder's features")
+        return MLP((in_features, settings.head_hidden, 2))
+    return Conv4(1, settings.hidden, 2, track_running_stats=False, image_size=settings.image_size)
+
+
+def glyph_learner(settings: AmbiguousGlyphSettings, in_features: int | None = None, device="cpu") -> PLATIPUS:
+    """:func:`glyph_network` as mu_theta, with PLATIPUS's variances and step sizes."""
+    return PLATIPUS(glyph_network(settings, in_features), "cross_entropy", settings.inner_lr,
+                    settings.init_log_var).to(device)
+
+
+def meta_train(learner: PLATIPUS, sampler, settings, generator: torch.Generator, checkpoint=None,
+               progress: bool = True, desc: str = "PLATIPUS", max_seconds: float | None = None) -> History:
+    """Algorithm 1: Adam on Theta over meta-batches from ``sampler``; logs the loss, its test part and the KL."""
+    opt = torch.optim.Adam(learner.parameters(), lr=settings.outer_lr)
+
+    def step(i: int) -> dict:
+        tasks = sampler.sample(settings.meta_batch)
+        loss, parts = learner.meta_loss(tasks, settings.inner_steps, settings.kl_weight, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach(), **parts}
+
+    state = {"learner": learner, "opt": opt, "sampler": sampler.generator, "noise": generator}
+    return train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc,
+                 max_seconds=max_seconds)
