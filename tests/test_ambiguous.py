@@ -13,9 +13,12 @@ from metaedu.algorithms import ambiguity as AM
 from metaedu.data.glyphs import GlyphType, load_glyph_types
 from metaedu.tasks import ambiguous as A
 from metaedu.tasks.ambiguous_regression import (
+    LINE,
+    NEITHER,
+    SINE,
     ambiguous_tasks,
+    curve_kinds,
     family_fits,
-    function_kinds,
     is_ambiguous,
     x_grid,
 )
@@ -219,12 +222,22 @@ def test_ambiguous_tasks_fit_both_families():
         ambiguous_tasks(LinesOrSinesTasks(5, 10, 0.0, seed=0), 10, tolerance=1e-6, max_draws=2)
 
 
-def test_function_kinds_tell_a_line_from_a_sinusoid():
+def test_curve_kinds_tell_a_line_from_a_sinusoid_and_from_neither():
     x = x_grid(200)
-    curves = torch.stack([0.5 * x + 1, -2 * x, 2 * torch.sin(x - 0.5), 0.3 * torch.sin(x + 3.0), 0 * x + 0.7])
-    assert function_kinds(x, curves).tolist() == [True, True, False, False, True]
+    wiggle = torch.sin(3 * x) + 0.1 * x  # three times too fast: neither shape explains it
+    curves = torch.stack([0.5 * x + 1, -2 * x, 2 * torch.sin(x - 0.5), 0.3 * torch.sin(x + 3.0), 0 * x + 0.7, wiggle,
+                          0.5 * x + 0.4 * torch.sin(x)])  # the last: mostly line
+    assert curve_kinds(x, curves).tolist() == [LINE, LINE, SINE, SINE, LINE, NEITHER, LINE]
+    assert curve_kinds(x, wiggle, min_fit=0.0).item() in (LINE, SINE)  # without a bar, the better shape wins
     with pytest.raises(ValueError, match="period"):
-        function_kinds(torch.linspace(-1, 1, 50), torch.zeros(50))
+        curve_kinds(torch.linspace(-1, 1, 50), torch.zeros(50))
+    with pytest.raises(ValueError, match="min_fit"):
+        curve_kinds(x, curves, min_fit=1.0)
+
+
+def test_both_kinds_needs_a_line_and_a_sinusoid():
+    kinds = torch.tensor([[LINE, LINE, NEITHER], [SINE, LINE, NEITHER], [NEITHER, LINE, SINE]])  # [samples, tasks]
+    assert AM.both_kinds(kinds).tolist() == [1.0, 0.0, 0.0]
 
 
 def test_lines_or_sines_support_range():
@@ -239,23 +252,61 @@ def test_lines_or_sines_support_range():
 
 
 def test_active_learning_asks_where_the_samples_disagree():
-    """A fake model whose samples disagree only at x = 2 (until it has been told y there)."""
-    candidates = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    """Two hypotheses that agree everywhere but at candidate 3: one label there settles it; a random label
+    settles it only if it happens to land there."""
+    truth = torch.zeros(4, 5)
+    samples = torch.zeros(2, 4, 5)
+    samples[1, :, 3] = 10.0  # the second sample is wrong at candidate 3 only
+    curves = AM.active_learning_curves(samples, truth, 2, 0.3, torch.Generator().manual_seed(0))
+    assert curves["active"].shape == (3, 4)
+    first = (5.0**2) / 5  # the mean (0 and 10 equally weighted) is 5 off at one of 5 candidates
+    torch.testing.assert_close(curves["active"][0], torch.full((4,), first))
+    assert curves["active"][1].max() < 1e-6  # asked at candidate 3: the wrong sample's weight vanishes
+    random = AM.active_learning_curves(samples, truth, 1, 0.3, torch.Generator().manual_seed(1))["random"][1]
+    assert ((random < 1e-6) | torch.isclose(random, torch.tensor(first))).all()  # it either hit 3 or learned nothing
 
-    def truth(x):
-        return x.clone()
 
-    def predict(xs, ys, xq):
-        known = (xs == 2.0).any(1, keepdim=True)  # [tasks, 1, 1]
-        spread = torch.where((xq == 2.0) & ~known, 3.0, 0.0)
-        return torch.stack([xq + spread, xq - spread])  # [2, tasks, n, 1]
+def test_active_learning_rejects_bad_input():
+    with pytest.raises(ValueError, match="samples must be"):
+        AM.active_learning_curves(torch.zeros(2, 3), torch.zeros(3), 1, 0.3, torch.Generator())
+    with pytest.raises(ValueError, match="noise_std"):
+        AM.active_learning_curves(torch.zeros(2, 3, 4), torch.zeros(3, 4), 1, 0.0, torch.Generator())
 
-    xs = torch.zeros(3, 1, 1)
-    curves = AM.active_learning_curves(predict, truth, xs, xs.clone(), candidates, 2, torch.Generator().manual_seed(0))
-    assert curves["active"].shape == (3, 3)
-    assert torch.equal(curves["active"][0], torch.zeros(3))  # the samples' mean is right from the start
-    # asked at x = 2 first; the samples then agree everywhere
-    fake = []
-    AM.active_learning_curves(lambda a, b, c: (fake.append(a[:, -1, 0].clone()), predict(a, b, c))[1], truth, xs,
-                              xs.clone(), candidates, 1, torch.Generator().manual_seed(0))
-    assert torch.equal(fake[1], torch.full((3,), 2.0))
+
+# ----------------------------------------------------------------------------- quick mode's encoder and the splits
+
+
+def test_attribute_encoder_learns_visible_attributes_and_ignores_undefined_ones():
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 2, (256, 3), generator=g)
+    images = 0.1 * torch.rand(256, 1, 16, 16, generator=g)
+    images[values[:, 0] == 1, :, :8, :] += 0.8  # attribute 0: a bright top half
+    images[values[:, 1] == 1, :, :, :8] += 0.8  # attribute 1: a bright left half
+    values[:, 2] = -1  # attribute 2 is never defined: it must not disturb training
+    net, history = AM.attribute_encoder(images, values, size=16, hidden=8, epochs=8, batch_size=32, lr=1e-2,
+                                        progress=False)
+    assert all(math.isfinite(v) for v in history["loss"])
+    with torch.no_grad():
+        guess = net(images) > 0
+    for j in (0, 1):
+        assert (guess[:, j] == values[:, j].bool()).float().mean() > 0.9
+    assert not any(p.requires_grad for p in net.parameters())  # frozen
+    assert AM.encode(net, images, 16).shape == (256, 8)
+
+
+def test_prepared_glyph_splits_hold_only_defined_attributes(glyphs):
+    settings = AM.AmbiguousGlyphSettings(encoder="none", image_size=28)
+    prepared = AM.prepare_glyphs(glyphs, settings, progress=False)
+    assert set(prepared.inputs) == {"train", "validation", "test"}
+    values = A.glyph_attributes(glyphs.types)
+    defined = (values >= 0).all(1)
+    sides = np.array(glyphs.sides)
+    evaluation = int(defined[torch.from_numpy(sides == "evaluation")].sum()) * 20  # 20 drawings per character
+    background = int(defined[torch.from_numpy(sides == "background")].sum()) * 20
+    assert prepared.inputs["test"].shape == (evaluation, 1, 28, 28)
+    assert prepared.inputs["train"].shape[0] + prepared.inputs["validation"].shape[0] == background
+    for split in prepared.values.values():
+        assert (split >= 0).all()
+    assert prepared.in_features is None
+    tasks = prepared.sampler("test", 5, 2, seed=0).sample(3)
+    assert tasks.x_support.shape == (3, 10, 1, 28, 28)

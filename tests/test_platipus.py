@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
+from metaedu.algorithms import ambiguity as AM
 from metaedu.algorithms import platipus as P
 from metaedu.algorithms.maml import MAML, _key, task_loss
 from metaedu.nn.backbones import MLP, Conv4
@@ -247,10 +248,27 @@ def test_regression_settings_reject_impossible_values(field, value):
                                          ("kl_weight", -1.0), ("eval_query", 0)])
 def test_glyph_settings_reject_impossible_values(field, value):
     with pytest.raises(ValueError, match=field):
-        P.AmbiguousGlyphSettings(**{field: value})
+        AM.AmbiguousGlyphSettings(**{field: value})
 
 
 def test_presets_are_valid():
-    for cls in (P.LinesOrSinesSettings, P.AmbiguousGlyphSettings):
+    for cls in (P.LinesOrSinesSettings, AM.AmbiguousGlyphSettings):
         cls.quick(), cls.full()
-    assert P.AmbiguousGlyphSettings.full().encoder == "none"  # the paper: a Conv4 on the pixels
+    assert AM.AmbiguousGlyphSettings.full().encoder == "none"  # the paper: a Conv4 on the pixels
+
+
+def test_reference_checkpoint_reproduces_its_recorded_score():
+    """The shipped lines-or-sines checkpoint (lecture 08) reloads and scores what its record says."""
+    from dataclasses import asdict
+
+    from metaedu.algorithms import platipus_reference as ref
+
+    platipus, maml, settings, record = ref.load()
+    assert record["command"] == ref.COMMAND and record["steps"] == ref.REFERENCE_STEPS
+    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items()}
+    assert recorded == asdict(ref.reference_settings()), "the checkpoint was built with other settings"
+    again = ref.score(platipus, maml, settings, n_tasks=record["score"]["n_tasks"])
+    for key in ("both_kinds", "both_kinds_any_fit", "platipus_mse", "maml_mse"):
+        assert again[key]["mean"] == pytest.approx(record["score"][key]["mean"], rel=1e-4, abs=1e-4), key
+    for kind, share in record["score"]["kind_shares"].items():
+        assert again["kind_shares"][kind] == pytest.approx(share, abs=1e-6), kind

@@ -1,12 +1,14 @@
 """PLATIPUS's experiments (Finn, Xu & Levine 2018, section 5): sampled models on ambiguous tasks.
 
 * **Lines or sines** (:func:`kinds_of_samples`, :func:`both_kinds`): do the models sampled
-  for one ambiguous task include a line *and* a sinusoid?
+  for one ambiguous task include a line *and* a sinusoid (each a good fit of its shape)?
 * **Active learning** (:func:`active_learning_curves`): ask for the label of the x where
-  the sampled functions disagree most, against a random x, and follow the error.
-* **Ambiguous glyphs** (:func:`evaluate_ambiguous`): coverage, accuracy and NLL of the
-  sampled classifiers of any method (PLATIPUS, MAML, MAML + noise) on the same tasks.
-  Quick mode puts a frozen :func:`attribute_encoder` under the meta-learned classifier.
+  the sampled functions disagree most, against a random x, and follow the error as the
+  labels reweight the samples.
+* **Ambiguous glyphs** (:class:`AmbiguousGlyphSettings`, :func:`prepare_glyphs`,
+  :func:`evaluate_ambiguous`): coverage, accuracy and NLL of the sampled classifiers of any
+  method (PLATIPUS, MAML, MAML + noise) on the same tasks. Quick mode puts a frozen
+  :func:`attribute_encoder` under the meta-learned classifier.
 
 Every "method" here is a function ``models(x_support, y_support, n_samples) -> outputs`` on
 the query inputs, so that the three methods are scored by the same code on the same tasks.
@@ -14,68 +16,158 @@ the query inputs, so that the three methods are scored by the same code on the s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from metaedu.algorithms.platipus import PLATIPUS, _check_common, forward_samples, noisy_maml_models
 from metaedu.data.base import to_float
-from metaedu.nn.backbones import Conv4
+from metaedu.nn.backbones import MLP, Conv4
 from metaedu.tasks.ambiguous import AmbiguousGlyphTasks, ambiguity_scores, glyph_attributes
-from metaedu.tasks.ambiguous_regression import function_kinds
+from metaedu.tasks.ambiguous_regression import LINE, MIN_FIT, SINE, curve_kinds
 from metaedu.training import History, train
 
 #: ``predict(x_support, y_support, x_query) -> [samples, tasks, n_query, out]``: a method's sampled models.
 SamplePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass
+class AmbiguousGlyphSettings:
+    """PLATIPUS on ambiguous 5-shot glyph classification (the paper's ambiguous celebA, :mod:`metaedu.tasks.ambiguous`).
+
+    Full mode is the paper's setting: Conv4 on the pixels, meta-trained end to end. Quick mode
+    (``encoder="attributes"``) puts a frozen Conv4 under a small classifier: it is trained once,
+    as a plain network, to tell the three attributes of meta-training images
+    (:func:`metaedu.algorithms.ambiguity.attribute_encoder`), and PLATIPUS and MAML then meta-learn
+    a one-hidden-layer classifier on its features. They still have to learn which attribute pairs
+    make tasks and how to adapt; they no longer have to learn to see. Quick mode's inner step and
+    KL weight were chosen on the validation alphabets (``benchmarks/platipus_validation.py glyphs``):
+    MAML was most accurate with alpha = 0.5 (of 0.3, 0.5, 1.0), and PLATIPUS with the KL weight 0.02
+    lost the least accuracy (of 0.02, 0.05, 0.15).
+    """
+
+    k_shot: int = 5  # positives and negatives in the support set
+    n_query: int = 5  # query images per group (5 groups) while meta-training
+    eval_query: int = 5  # query images per group when scoring
+    encoder: str = "none"  # "none": Conv4 on the pixels (the paper); "attributes": frozen attribute encoder + MLP
+    image_size: int = 28  # pixels per side fed to Conv4 (and to the encoder)
+    hidden: int = 64  # Conv4 filters (of the classifier, or of the encoder)
+    head_hidden: int = 32  # hidden units of the MLP classifier on the encoder's features
+    encoder_epochs: int = 3  # epochs of the attribute encoder over the meta-training images
+    inner_lr: float = 0.1  # alpha
+    outer_lr: float = 0.001  # Adam's step size on Theta (and on MAML's theta)
+    inner_steps: int = 1  # gradient steps on D_tr while meta-training
+    test_inner_steps: int = 1  # gradient steps on D_tr at meta-test time
+    kl_weight: float = 0.15  # weight of KL(q || p) (the paper's table: 0.05 and 0.15)
+    init_log_var: float = math.log(1e-2)  # initial log sigma2_theta and log v_q
+    meta_batch: int = 16  # tasks per meta-update
+    steps: int = 30000  # meta-updates (PLATIPUS and MAML alike)
+    n_samples: int = 10  # classifiers sampled per task when scoring
+    noise_stds: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)  # MAML + noise: levels tried on meta-validation
+    noise_tolerance: float = 3.0  # ... the noisiest one whose validation accuracy stays this close to MAML's
+    val_fraction: float = 0.15  # background classes (whole alphabets) held out for meta-validation
+    val_tasks: int = 300  # meta-validation tasks behind the noise choice
+    eval_tasks: int = 600  # test tasks behind each reported number
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.encoder not in ("none", "attributes"):
+            raise ValueError(f"encoder must be 'none' (Conv4 on pixels) or 'attributes', got {self.encoder!r}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16 (Conv4 halves it four times), got {self.image_size}")
+        if not self.noise_stds or min(self.noise_stds) <= 0:
+            raise ValueError(f"noise_stds must be positive noise levels, got {self.noise_stds}")
+        for name in ("k_shot", "n_query", "eval_query", "hidden", "head_hidden", "encoder_epochs", "val_tasks",
+                     "eval_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+
+    @classmethod
+    def quick(cls) -> "AmbiguousGlyphSettings":
+        return cls(encoder="attributes", image_size=16, hidden=32, inner_lr=0.5, outer_lr=0.003, kl_weight=0.02,
+                   steps=1500, val_tasks=200, eval_tasks=300)
+
+    @classmethod
+    def full(cls) -> "AmbiguousGlyphSettings":
+        return cls()
+
+
+def glyph_network(settings: AmbiguousGlyphSettings, in_features: int | None = None) -> nn.Module:
+    """The classifier: Conv4 with a 2-way head on pixels, or an MLP on ``in_features`` encoder features."""
+    if settings.encoder == "attributes":
+        if in_features is None:
+            raise ValueError("encoder='attributes' needs in_features, the size of the encoder's features")
+        return MLP((in_features, settings.head_hidden, 2))
+    return Conv4(1, settings.hidden, 2, track_running_stats=False, image_size=settings.image_size)
+
+
+def glyph_learner(settings: AmbiguousGlyphSettings, in_features: int | None = None, device="cpu") -> PLATIPUS:
+    """:func:`glyph_network` as mu_theta, with PLATIPUS's variances and step sizes."""
+    return PLATIPUS(glyph_network(settings, in_features), "cross_entropy", settings.inner_lr,
+                    settings.init_log_var).to(device)
+
+
 # ----------------------------------------------------------------------------- lines or sines
 
 
-def kinds_of_samples(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[samples, tasks]`` bool, True where a sampled curve (``[samples, tasks, n]`` on inputs ``x`` ``[n]``) is a line."""
-    return function_kinds(x.cpu(), curves.cpu())
+def kinds_of_samples(curves: torch.Tensor, x: torch.Tensor, min_fit: float = MIN_FIT) -> torch.Tensor:
+    """``[samples, tasks]`` :func:`~metaedu.tasks.ambiguous_regression.curve_kinds` of sampled curves
+    ``[samples, tasks, n]`` on inputs ``x`` ``[n]``: LINE, SINE or NEITHER."""
+    return curve_kinds(x.cpu(), curves.cpu(), min_fit)
 
 
-def both_kinds(is_line: torch.Tensor) -> torch.Tensor:
+def both_kinds(kinds: torch.Tensor) -> torch.Tensor:
     """Per task (``[tasks]`` float, 1 or 0): do the samples include at least one line and one sinusoid?"""
-    return (is_line.any(0) & (~is_line).any(0)).float()
+    return ((kinds == LINE).any(0) & (kinds == SINE).any(0)).float()
 
 
-def active_learning_curves(predict: SamplePredictor, truth: Callable[[torch.Tensor], torch.Tensor], x_support,
-                           y_support, candidates: torch.Tensor, added: int, generator: torch.Generator,
-                           noise_std: float = 0.0) -> dict[str, torch.Tensor]:
-    """Query MSE after adding 0, 1, ..., ``added`` labelled points, chosen two ways, on the same tasks.
+def active_learning_curves(samples: torch.Tensor, truth: torch.Tensor, added: int, noise_std: float,
+                           generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Error after labelling 0, 1, ..., ``added`` more points, chosen two ways, on the same tasks.
 
-    * ``"active"``: the candidate x (``[n]``, shared by all tasks) where the sampled functions'
-      predictions have the largest variance;
-    * ``"random"``: a candidate drawn uniformly at random.
+    ``samples`` ``[S, tasks, n]``: sampled functions (already adapted to each task's training points)
+    at ``n`` candidate inputs; ``truth`` ``[tasks, n]``: the true function there. The samples are
+    the hypotheses: each labelled point ``y = truth + noise`` reweights them by its likelihood
+    ``N(y; f_s(x), noise_std^2)`` (Bayes' rule over the samples), and the prediction is their
+    weighted mean. Rules:
 
-    ``truth(x)`` gives the tasks' true values at ``x`` ``[tasks, m, 1]`` (observed with
-    ``noise_std`` when labelled). The error is the MSE of the samples' mean prediction over all
-    candidates against the truth. Returns ``{"active", "random"}``, each ``[added + 1, tasks]``.
+    * ``"active"``: label the candidate where the (weighted) samples' variance is largest;
+    * ``"random"``: label a candidate drawn uniformly at random.
+
+    The error is the mean squared error of the prediction over all candidates. Returns
+    ``{"active", "random"}``, each ``[added + 1, tasks]``.
     """
-    tasks = x_support.shape[0]
-    grid = candidates.view(1, -1, 1).expand(tasks, -1, -1).to(x_support.device)  # [tasks, n, 1]
-    target = truth(grid)  # [tasks, n, 1]
+    if samples.dim() != 3 or truth.shape != samples.shape[1:]:
+        raise ValueError(f"samples must be [S, tasks, n] and truth [tasks, n], got {tuple(samples.shape)} and "
+                         f"{tuple(truth.shape)}")
+    if noise_std <= 0:
+        raise ValueError(f"noise_std must be positive (it sets the likelihood of a label), got {noise_std}")
+    f, truth = samples.double().cpu(), truth.double().cpu()
+    n_samples, tasks, n = f.shape
+    rows = torch.arange(tasks)
     curves = {}
     for rule in ("active", "random"):
-        xs, ys, errors = x_support, y_support, []
+        log_w = torch.zeros(n_samples, tasks, dtype=torch.float64)
+        errors = []
         for step in range(added + 1):
-            samples = predict(xs, ys, grid)  # [S, tasks, n, 1]
-            errors.append(((samples.mean(0) - target) ** 2).mean((1, 2)).cpu())
+            w = torch.softmax(log_w, 0)[..., None]  # [S, tasks, 1]
+            mean = (w * f).sum(0)  # [tasks, n]
+            errors.append(((mean - truth) ** 2).mean(1).float())
             if step == added:
                 break
             if rule == "active":
-                pick = samples.var(0)[..., 0].argmax(1)  # [tasks]
+                pick = (w * (f - mean) ** 2).sum(0).argmax(1)  # [tasks]: the largest disagreement
             else:
-                pick = torch.randint(grid.shape[1], (tasks,), generator=generator).to(grid.device)
-            x_new = grid[torch.arange(tasks), pick][:, None]  # [tasks, 1, 1]
-            y_new = truth(x_new)
-            if noise_std:
-                y_new = y_new + noise_std * torch.randn(y_new.shape, generator=generator).to(y_new.device)
-            xs, ys = torch.cat([xs, x_new], 1), torch.cat([ys, y_new], 1)
+                pick = torch.randint(n, (tasks,), generator=generator)
+            y = truth[rows, pick] + noise_std * torch.randn(tasks, generator=generator, dtype=torch.float64)
+            log_w = log_w - 0.5 * ((f[:, rows, pick] - y) / noise_std) ** 2  # Bayes: times the label's likelihood
         curves[rule] = torch.stack(errors)
     return curves
 
@@ -222,8 +314,6 @@ def choose_noise(maml, sampler_factory, settings, generator: torch.Generator) ->
     ``sampler_factory()`` returns a fresh validation sampler (same seed: same tasks).
     Returns the level and one row per level (noise, coverage, accuracy).
     """
-    from metaedu.algorithms.platipus import forward_samples, noisy_maml_models
-
     steps, n = settings.test_inner_steps, settings.n_samples
     plain = evaluate_ambiguous(lambda xs, ys, xq: maml.predict(xs, ys, xq, steps)[None], sampler_factory(),
                                settings.val_tasks)

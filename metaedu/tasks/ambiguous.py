@@ -46,6 +46,9 @@ from metaedu.data.glyphs import PenPath, render
 
 #: The three attributes, in column order.
 ATTRIBUTES = ("closed loop", "taller than wide", "more than two strokes")
+#: How to say each attribute's two values (no, yes).
+LITERALS = (("no closed loop", "closed loop"), ("not taller than wide", "taller than wide"),
+            ("at most two strokes", "more than two strokes"))
 #: (no if at most, yes if above) for each measurement of :func:`measure_glyphs`.
 THRESHOLDS = ((0.0, 0.03), (1.0, 1.3), (2.0, 2.0))
 #: Canvas side for the loop measurement, the character's larger side on it, and the pen width (fraction of it).
@@ -116,6 +119,11 @@ def glyph_attributes(types) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- hypotheses
+
+
+def describe(hypothesis: int) -> str:
+    """A hypothesis (an index into :data:`HYPOTHESES`) in words, e.g. "closed loop and at most two strokes"."""
+    return " and ".join(LITERALS[attribute][value] for attribute, value in HYPOTHESES[hypothesis])
 
 
 def holds(values: torch.Tensor, hypothesis) -> torch.Tensor:
@@ -271,6 +279,12 @@ def hypothesis_scores(logits: torch.Tensor, y_hypotheses: torch.Tensor) -> tuple
     return nll, acc
 
 
+def coverage_count(nll: torch.Tensor) -> torch.Tensor:
+    """How many hypotheses are the closest match of at least one sample: ``[samples, tasks, H]`` NLLs -> ``[tasks]``."""
+    matched = nll.argmin(-1)  # [S, T]: the hypothesis each sample gives the highest likelihood
+    return F.one_hot(matched, nll.shape[-1]).amax(0).sum(-1)
+
+
 def ambiguity_scores(logits: torch.Tensor, tasks: AmbiguousEpisodes) -> dict[str, torch.Tensor]:
     """Per-task coverage, accuracy and NLL of a set of sampled classifiers (the paper's table, section 5.2).
 
@@ -284,7 +298,7 @@ def ambiguity_scores(logits: torch.Tensor, tasks: AmbiguousEpisodes) -> dict[str
     """
     nll, acc = hypothesis_scores(logits, tasks.y_hypotheses)  # [S, T, 3]
     matched = nll.argmin(-1)  # [S, T]
-    covered = F.one_hot(matched, 3).amax(0).sum(-1)  # [T]
+    covered = coverage_count(nll)  # [T]
     accuracy = torch.gather(acc, -1, matched[..., None])[..., 0].mean(0)
     average = torch.softmax(logits.float(), -1).mean(0)  # [T, n, 2]
     true_nll = -torch.log(torch.gather(average, -1, tasks.y_query[..., None])[..., 0].clamp_min(1e-12)).mean(-1)

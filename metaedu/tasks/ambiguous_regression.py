@@ -5,8 +5,8 @@ gives five points that a line and a sinusoid may both explain. :func:`family_fit
 measures that by enumeration over each family's parameter ranges (the best line with
 slope and intercept in :data:`LINE_RANGE`, the best sinusoid with amplitude and phase
 in their ranges), :func:`ambiguous_tasks` keeps only the tasks that both families fit
-within the observation noise, and :func:`function_kinds` names each predicted curve a
-line or a sinusoid by which of the two shapes it is closer to over the whole x range.
+within the observation noise, and :func:`curve_kinds` names each predicted curve a
+line, a sinusoid or neither, by which of the two shapes fits it over the whole x range and how well.
 
 Ambiguous glyph classification is in :mod:`metaedu.tasks.ambiguous`.
 """
@@ -98,13 +98,22 @@ def _select(tasks: RegressionTasks, keep: torch.Tensor) -> RegressionTasks:
                            {k: v[keep] for k, v in tasks.params.items()})
 
 
-def function_kinds(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``True`` where a curve is closer to a line than to a sinusoid (least squares over its points).
+#: Kinds of curve returned by :func:`curve_kinds`.
+NEITHER, LINE, SINE = 0, 1, 2
+#: Share of a curve's variation (R^2) that the better of the two shapes must explain for the curve to count as it.
+MIN_FIT = 0.5
 
-    ``x``: ``[n]`` inputs spanning the x range; ``y``: ``[..., n]`` curves. A line is
-    ``a x + c``; a sinusoid of the family is ``alpha sin x + beta cos x`` (= A sin(x - b)),
-    which has no constant term, so a line with an intercept is not a sinusoid and a
-    sinusoid over more than a period is not a line. Returns ``[...]`` bool.
+
+def curve_kinds(x: torch.Tensor, y: torch.Tensor, min_fit: float = MIN_FIT) -> torch.Tensor:
+    """Name each curve a line (:data:`LINE`), a sinusoid (:data:`SINE`) or neither (:data:`NEITHER`).
+
+    ``x``: ``[n]`` inputs spanning the x range; ``y``: ``[..., n]`` curves. Both shapes are fit by
+    least squares: a line ``a x + c``; a sinusoid of the family ``alpha sin x + beta cos x``
+    (= A sin(x - b)), which has no constant term, so a line with an intercept is not a
+    sinusoid, and a sinusoid over more than a period is not a line. A curve is the shape that
+    fits it better, provided that shape explains at least ``min_fit`` of its variation
+    (R^2 = 1 - residual / variation around its mean); otherwise it is neither. A flat curve is a
+    line. Returns ``[...]`` int64.
     """
     if x.dim() != 1 or y.shape[-1] != x.shape[0]:
         raise ValueError(f"x must be [n] and y [..., n], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -112,16 +121,22 @@ def function_kinds(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if span < 6.0:
         raise ValueError(f"the curves must be seen over about a period (x span >= 6) to tell a line from a sinusoid, "
                          f"got a span of {span:.2f}")
+    if not 0.0 <= min_fit < 1.0:
+        raise ValueError(f"min_fit must lie in [0, 1), got {min_fit}")
     x = x.double()
     flat = y.double().reshape(-1, x.shape[0], 1)  # [m, n, 1]
 
     def residual(design: torch.Tensor) -> torch.Tensor:
         coef = torch.linalg.lstsq(design.expand(flat.shape[0], *design.shape), flat).solution
-        return ((design @ coef - flat) ** 2).mean((1, 2))  # [m]
+        return ((design @ coef - flat) ** 2).sum((1, 2))  # [m]
 
-    line = residual(torch.stack([x, torch.ones_like(x)], 1))
-    sine = residual(torch.stack([torch.sin(x), torch.cos(x)], 1))
-    return (line < sine).view(y.shape[:-1])
+    variation = ((flat - flat.mean(1, keepdim=True)) ** 2).sum((1, 2)).clamp_min(1e-12)
+    line = residual(torch.stack([x, torch.ones_like(x)], 1)) / variation
+    sine = residual(torch.stack([torch.sin(x), torch.cos(x)], 1)) / variation
+    kinds = torch.full(line.shape, NEITHER, dtype=torch.long)
+    kinds[(line <= sine) & (1 - line >= min_fit)] = LINE
+    kinds[(sine < line) & (1 - sine >= min_fit)] = SINE
+    return kinds.view(y.shape[:-1])
 
 
 def x_grid(n: int = 200, device="cpu") -> torch.Tensor:

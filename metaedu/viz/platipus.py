@@ -58,12 +58,13 @@ def graphical_models(variants=tuple(_EDGES)):
         nodes = dict(_NODES)
         if variant != "original":
             nodes.pop("phi")
-        ax.add_patch(FancyBboxPatch((-0.75, 0.0), 2.5, 2.55 if variant == "original" else 1.4,
-                                    boxstyle="round,pad=0.02", fill=False, lw=1.5, color="#555555"))
-        ax.text(1.7, 0.05, "$i$ (tasks)", ha="right", va="bottom", fontsize=13)
-        ax.add_patch(FancyBboxPatch((-0.65, 0.12), 2.3, 1.1, boxstyle="round,pad=0.02", fill=False, lw=1.2,
+        top = 2.55 if variant == "original" else 1.75
+        ax.add_patch(FancyBboxPatch((-0.8, -0.35), 2.6, top + 0.35, boxstyle="round,pad=0.02", fill=False, lw=1.5,
+                                    color="#555555"))
+        ax.text(1.75, top - 0.05, "tasks $i$", ha="right", va="top", fontsize=13)
+        ax.add_patch(FancyBboxPatch((-0.7, -0.25), 2.4, 1.7, boxstyle="round,pad=0.02", fill=False, lw=1.2,
                                     ls="--", color="#777777"))
-        ax.text(-0.6, 1.15, "$j$ (data)", ha="left", va="top", fontsize=13)
+        ax.text(0.5, 1.38, "data points $j$", ha="center", va="top", fontsize=13)
         for name, (x, y, label, observed) in nodes.items():
             ax.add_patch(Circle((x, y), 0.28, facecolor="#d9d9d9" if observed else "white", edgecolor="black", lw=1.8,
                                 zorder=3))
@@ -72,8 +73,8 @@ def graphical_models(variants=tuple(_EDGES)):
             (xa, ya), (xb, yb) = nodes[a][:2], nodes[b][:2]
             ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb), arrowstyle="-|>", mutation_scale=16, lw=1.6,
                                          shrinkA=17, shrinkB=17, color="black", zorder=2))
-        ax.set_xlim(-0.9, 1.9)
-        ax.set_ylim(-0.2, 3.7)
+        ax.set_xlim(-0.95, 1.95)
+        ax.set_ylim(-0.5, 3.7)
         ax.set_aspect("equal")
         ax.axis("off")
         ax.set_title(_TITLES[variant], fontsize=14)
@@ -164,7 +165,7 @@ def plot_ambiguous_support(x_support, y_support, values, attribute_names, title:
     x_support, y_support, values = _np(x_support), _np(y_support), _np(values)
     order = [np.flatnonzero(y_support == c) for c in (0, 1)]
     cols = max(len(o) for o in order)
-    fig, axes = plt.subplots(2, cols, figsize=(2.3 * cols, 5.4))
+    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 6.6))
     for r, rows in enumerate(order):
         for c in range(cols):
             ax = axes[r, c]
@@ -174,10 +175,10 @@ def plot_ambiguous_support(x_support, y_support, values, attribute_names, title:
             i = rows[c]
             _image(ax, x_support[i])
             marks = "\n".join(("✓ " if v == 1 else "✗ ") + name for v, name in zip(values[i], attribute_names))
-            ax.set_xlabel(marks, fontsize=11, loc="left")
+            ax.set_xlabel(marks, fontsize=13, loc="left")
         axes[r, 0].set_ylabel("positive" if r else "negative", fontsize=14)
     fig.suptitle(title or "An ambiguous support set", fontsize=15)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     return fig
 
 
