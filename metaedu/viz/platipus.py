@@ -165,7 +165,7 @@ def plot_ambiguous_support(x_support, y_support, values, attribute_names, title:
     x_support, y_support, values = _np(x_support), _np(y_support), _np(values)
     order = [np.flatnonzero(y_support == c) for c in (0, 1)]
     cols = max(len(o) for o in order)
-    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 6.6))
+    fig, axes = plt.subplots(2, cols, figsize=(2.9 * cols, 7.4), gridspec_kw={"hspace": 0.55})
     for r, rows in enumerate(order):
         for c in range(cols):
             ax = axes[r, c]
@@ -178,7 +178,7 @@ def plot_ambiguous_support(x_support, y_support, values, attribute_names, title:
             ax.set_xlabel(marks, fontsize=13, loc="left")
         axes[r, 0].set_ylabel("positive" if r else "negative", fontsize=14)
     fig.suptitle(title or "An ambiguous support set", fontsize=15)
-    fig.tight_layout(h_pad=1.5)
+    fig.subplots_adjust(left=0.05, right=0.97, top=0.92, bottom=0.14)
     return fig
 
 
