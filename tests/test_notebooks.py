@@ -15,6 +15,7 @@ import pytest
 from lecture_bar import BAR_PENDING, output_problems, structure_problems, verdict_problems
 from metaedu import verdicts
 from metaedu.notebooks import lectures_dir, parameters_cell_index, run_notebook
+from metaedu.runtime import cache_dir
 
 LECTURES = sorted(lectures_dir().glob("[0-9][0-9]_*.ipynb"))
 IDS = [p.stem for p in LECTURES]
@@ -77,7 +78,8 @@ def test_meets_the_lecture_bar_as_stored(path):
 @pytest.mark.parametrize("path", LECTURES, ids=IDS)
 def test_runs_top_to_bottom_in_quick_mode(path, tmp_path):
     os.environ["METAEDU_STRICT_CHECKS"] = "1"
-    result = run_notebook(path, tmp_path, mode="quick", device="cpu", cell_timeout=CELL_TIMEOUT)
+    # executed copies are kept under the cache: the book test (run last) builds the site from them
+    result = run_notebook(path, cache_dir() / "executed", mode="quick", device="cpu", cell_timeout=CELL_TIMEOUT)
     print(f"{path.name}: {result.status} in {result.seconds:.1f} s")
     assert result.status == "ok", f"{path.name} failed: {result.error}"
     executed = nbformat.read(result.output, as_version=4)
