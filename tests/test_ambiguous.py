@@ -310,3 +310,13 @@ def test_prepared_glyph_splits_hold_only_defined_attributes(glyphs):
     assert prepared.in_features is None
     tasks = prepared.sampler("test", 5, 2, seed=0).sample(3)
     assert tasks.x_support.shape == (3, 10, 1, 28, 28)
+
+
+def test_nearest_prototype_labels_by_the_closer_class_mean():
+    xs = torch.tensor([[[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0]]])  # class 0 around (0, 1), class 1 around (4, 1)
+    ys = torch.tensor([[0, 0, 1, 1]])
+    xq = torch.tensor([[[1.0, 1.0], [3.5, 0.0]]])
+    logits = AM.nearest_prototype(xs, ys, xq)
+    assert logits.shape == (1, 1, 2, 2)
+    assert logits[0, 0].argmax(-1).tolist() == [0, 1]
+    torch.testing.assert_close(logits[0, 0, 0], torch.tensor([-1.0, -9.0]))

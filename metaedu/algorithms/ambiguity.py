@@ -234,6 +234,16 @@ def encode(net: Conv4, images: torch.Tensor, size: int, batch: int = 2048) -> to
     return torch.cat(out)
 
 
+def nearest_prototype(x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+                      n_classes: int = 2) -> torch.Tensor:
+    """The simplest baseline on the same inputs: each class is the mean of its support inputs (flattened),
+    scored by minus the squared distance. One deterministic classifier: ``[1, tasks, n_query, n_classes]``."""
+    zs, zq = x_support.flatten(2).float(), x_query.flatten(2).float()  # [tasks, k, D], [tasks, n, D]
+    onehot = F.one_hot(y_support, n_classes).float()  # [tasks, k, C]
+    centres = onehot.transpose(1, 2) @ zs / onehot.sum(1)[..., None].clamp_min(1)  # [tasks, C, D]
+    return -torch.cdist(zq, centres).pow(2)[None]
+
+
 def evaluate_ambiguous(predict: SamplePredictor, sampler: AmbiguousGlyphTasks, n_tasks: int,
                        batch: int = 100) -> dict[str, torch.Tensor]:
     """Coverage, accuracy (%) and NLL per task over ``n_tasks`` tasks (:func:`ambiguity_scores`).
