@@ -6,7 +6,6 @@ import ast
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -119,12 +118,10 @@ def test_metaedu_run_reports_success_and_names_the_failing_cell(tmp_path):
         ("code", "raise ValueError('broken on purpose')", []),
     ])
     out = tmp_path / "out"
-    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "metaedu.cli", "run", str(good), str(bad), "--mode", "quick", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
-    assert time.perf_counter() - start < 300
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "00_good.ipynb" in proc.stdout and "ok" in proc.stdout
     assert "FAILED 01_bad.ipynb" in proc.stdout and "ValueError: broken on purpose" in proc.stdout
