@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaedu.algorithms import ambiguity as AM
+from metaedu.algorithms import platipus as AM
 from metaedu.data.glyphs import GlyphType, load_glyph_types
 from metaedu.tasks import ambiguous as A
 from metaedu.tasks.ambiguous_regression import (
@@ -22,18 +22,27 @@ from metaedu.tasks.ambiguous_regression import (
     is_ambiguous,
     x_grid,
 )
+from metaedu.runtime import evaluation_mode
 from metaedu.tasks.regression import INPUT_RANGE, LinesOrSinesTasks, RegressionTasks
 
 # ----------------------------------------------------------------------------- attributes
 
 #: Looked at by eye (drawn from the Futura light font): (closed loop, taller than wide, more than two strokes).
 HAND_CHECKED = {
-    "futural:O": (1, 1, 0), "futural:D": (1, 1, 0), "futural:B": (1, 1, 1), "futural:A": (1, 1, 1),
-    "futural:L": (0, 1, 0), "futural:T": (0, 1, 0), "futural:E": (0, 1, 1), "futural:H": (0, 1, 1),
-    "futural:m": (0, 0, 1), "futural:w": (0, 0, 1),
+    "futural:O": (1, 1, 0),
+    "futural:D": (1, 1, 0),
+    "futural:B": (1, 1, 1),
+    "futural:A": (1, 1, 1),
+    "futural:L": (0, 1, 0),
+    "futural:T": (0, 1, 0),
+    "futural:E": (0, 1, 1),
+    "futural:H": (0, 1, 1),
+    "futural:m": (0, 0, 1),
+    "futural:w": (0, 0, 1),
     # inside a margin, left out: the box in the middle of '#' is nearly filled by the pen; 'o' is about as
     # tall as it is wide
-    "futural:#": (-1, 1, 1), "futural:o": (1, -1, 0),
+    "futural:#": (-1, 1, 1),
+    "futural:o": (1, -1, 0),
 }
 
 
@@ -177,7 +186,9 @@ def test_hypothesis_scores_against_a_loop():
             for h in range(3):
                 ref = torch.nn.functional.cross_entropy(logits[s, t], labels[t, h])
                 torch.testing.assert_close(nll[s, t, h], ref)
-                assert acc[s, t, h] == pytest.approx(float((logits[s, t].argmax(-1) == labels[t, h]).float().mean()) * 100)
+                assert acc[s, t, h] == pytest.approx(
+                    float((logits[s, t].argmax(-1) == labels[t, h]).float().mean()) * 100
+                )
 
 
 def test_evaluate_ambiguous_pairs_methods_on_the_same_tasks(values):
@@ -225,8 +236,17 @@ def test_ambiguous_tasks_fit_both_families():
 def test_curve_kinds_tell_a_line_from_a_sinusoid_and_from_neither():
     x = x_grid(200)
     wiggle = torch.sin(3 * x) + 0.1 * x  # three times too fast: neither shape explains it
-    curves = torch.stack([0.5 * x + 1, -2 * x, 2 * torch.sin(x - 0.5), 0.3 * torch.sin(x + 3.0), 0 * x + 0.7, wiggle,
-                          0.5 * x + 0.4 * torch.sin(x)])  # the last: mostly line
+    curves = torch.stack(
+        [
+            0.5 * x + 1,
+            -2 * x,
+            2 * torch.sin(x - 0.5),
+            0.3 * torch.sin(x + 3.0),
+            0 * x + 0.7,
+            wiggle,
+            0.5 * x + 0.4 * torch.sin(x),
+        ]
+    )  # the last: mostly line
     assert curve_kinds(x, curves).tolist() == [LINE, LINE, SINE, SINE, LINE, NEITHER, LINE]
     assert curve_kinds(x, wiggle, min_fit=0.0).item() in (LINE, SINE)  # without a bar, the better shape wins
     with pytest.raises(ValueError, match="period"):
@@ -283,15 +303,16 @@ def test_attribute_encoder_learns_visible_attributes_and_ignores_undefined_ones(
     images[values[:, 0] == 1, :, :8, :] += 0.8  # attribute 0: a bright top half
     images[values[:, 1] == 1, :, :, :8] += 0.8  # attribute 1: a bright left half
     values[:, 2] = -1  # attribute 2 is never defined: it must not disturb training
-    net, history = AM.attribute_encoder(images, values, size=16, hidden=8, epochs=8, batch_size=32, lr=1e-2,
-                                        progress=False)
+    settings = AM.AmbiguousGlyphSettings(encoder="attributes", image_size=16, hidden=8, encoder_epochs=8)
+    net, history = AM.attribute_encoder(images, values, settings, batch_size=32, lr=1e-2, progress=False)
     assert all(math.isfinite(v) for v in history["loss"])
-    with torch.no_grad():
+    with torch.no_grad(), evaluation_mode(net):
         guess = net(images) > 0
     for j in (0, 1):
         assert (guess[:, j] == values[:, j].bool()).float().mean() > 0.9
     assert not any(p.requires_grad for p in net.parameters())  # frozen
-    assert AM.encode(net, images, 16).shape == (256, 8)
+    with torch.no_grad(), evaluation_mode(net):
+        assert AM.feature_extractor(net, 16)(images).shape == (256, 8)
 
 
 def test_prepared_glyph_splits_hold_only_defined_attributes(glyphs):
@@ -313,7 +334,9 @@ def test_prepared_glyph_splits_hold_only_defined_attributes(glyphs):
 
 
 def test_nearest_prototype_labels_by_the_closer_class_mean():
-    xs = torch.tensor([[[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0]]])  # class 0 around (0, 1), class 1 around (4, 1)
+    xs = torch.tensor(
+        [[[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0]]]
+    )  # class 0 around (0, 1), class 1 around (4, 1)
     ys = torch.tensor([[0, 0, 1, 1]])
     xq = torch.tensor([[[1.0, 1.0], [3.5, 0.0]]])
     logits = AM.nearest_prototype(xs, ys, xq)

@@ -9,17 +9,18 @@ gradient steps in its distributions is MAML), and a slow per-task loop through
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
-from metaedu.algorithms import ambiguity as AM
 from metaedu.algorithms import platipus as P
 from metaedu.algorithms.maml import MAML, _key, task_loss
 from metaedu.nn.backbones import MLP, Conv4
 from metaedu.nn.functional import per_task, single_forward
+from metaedu.runtime import seeded
 from metaedu.tasks.regression import LinesOrSinesTasks, RegressionTasks
 
 D = torch.float64
@@ -31,13 +32,14 @@ def lines_or_sines(tasks=3, k=5, q=6, seed=0) -> RegressionTasks:
 
 
 def learner(init_log_var=math.log(0.05), **kw) -> P.PLATIPUS:
-    torch.manual_seed(0)
-    model = MLP((1, 6, 5, 1), activation=nn.Tanh).double()
+    with seeded(0):
+        model = MLP((1, 6, 5, 1), activation=nn.Tanh).double()
     out = P.PLATIPUS(model, "mse", inner_lr=0.05, init_log_var=init_log_var, **kw).double()
+    g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # distinct values per entry, so that a mixed-up name or shape shows
         for table in (out.log_sigma2, out.log_v_q, out.gamma_p, out.gamma_q):
             for p in table.values():
-                p.add_(0.1 * torch.randn(p.shape, dtype=D))
+                p.add_(0.1 * torch.randn(p.shape, dtype=D, generator=g))
     return out
 
 
@@ -156,12 +158,20 @@ def test_sampled_models_are_algorithm_2():
     phi = lrn.sample_models(tasks.x_support, tasks.y_support, 1, 3, torch.Generator().manual_seed(2))
     mean, log_var = lrn.prior(tasks.x_support, tasks.y_support, create_graph=False)
     g = torch.Generator().manual_seed(2)
-    theta = {n: (m.detach() + torch.exp(0.5 * log_var[n].detach()) *
-                 torch.randn((3, *m.shape), generator=g, dtype=D)).flatten(0, 1) for n, m in mean.items()}
+    theta = {
+        n: (
+            m.detach() + torch.exp(0.5 * log_var[n].detach()) * torch.randn((3, *m.shape), generator=g, dtype=D)
+        ).flatten(0, 1)
+        for n, m in mean.items()
+    }
     xs, ys = tasks.x_support.repeat(3, 1, 1), tasks.y_support.repeat(3, 1, 1)  # row s * tasks + t
     theta = {n: w.requires_grad_() for n, w in theta.items()}
-    loss = sum(task_loss(single_forward(lrn.maml.model, {n: w[r] for n, w in theta.items()}, xs[r])[None],
-                         ys[r][None], "mse")[0] for r in range(6))
+    loss = sum(
+        task_loss(single_forward(lrn.maml.model, {n: w[r] for n, w in theta.items()}, xs[r])[None], ys[r][None], "mse")[
+            0
+        ]
+        for r in range(6)
+    )
     grads = torch.autograd.grad(loss, list(theta.values()))
     for (n, w), gr in zip(theta.items(), grads):
         torch.testing.assert_close(phi[n], (w - 0.05 * gr).detach())
@@ -171,22 +181,25 @@ def test_sampled_models_are_algorithm_2():
 
 
 def test_maml_plus_noise_without_noise_is_maml():
-    torch.manual_seed(0)
-    maml = MAML(MLP((1, 8, 1)).double(), "mse", inner_lr=0.05)
+    with seeded(0):
+        maml = MAML(MLP((1, 8, 1)).double(), "mse", inner_lr=0.05)
     tasks = lines_or_sines()
     phi = P.noisy_maml_models(maml, tasks.x_support, tasks.y_support, 2, 3, 0.0)
     out = P.forward_samples(maml, phi, tasks.x_query)  # [3, tasks, q, 1]
     reference = maml.predict(tasks.x_support, tasks.y_support, tasks.x_query, 2)
     for s in range(3):
         torch.testing.assert_close(out[s], reference)
-    noisy = P.forward_samples(maml, P.noisy_maml_models(maml, tasks.x_support, tasks.y_support, 2, 3, 0.1,
-                                                        torch.Generator().manual_seed(0)), tasks.x_query)
+    noisy = P.forward_samples(
+        maml,
+        P.noisy_maml_models(maml, tasks.x_support, tasks.y_support, 2, 3, 0.1, torch.Generator().manual_seed(0)),
+        tasks.x_query,
+    )
     assert (noisy[0] - noisy[1]).abs().max() > 1e-3
 
 
 def test_adapt_from_a_given_start_equals_adapting_theta():
-    torch.manual_seed(0)
-    maml = MAML(MLP((1, 8, 1)).double(), "mse", inner_lr=0.05)
+    with seeded(0):
+        maml = MAML(MLP((1, 8, 1)).double(), "mse", inner_lr=0.05)
     tasks = lines_or_sines()
     start = per_task(dict(maml.model.named_parameters()), tasks.x_support.shape[0])
     a = maml.adapt(tasks.x_support, tasks.y_support, 2, create_graph=False)
@@ -198,20 +211,21 @@ def test_adapt_from_a_given_start_equals_adapting_theta():
 
 
 def test_conv4_classifier_samples_for_every_task_and_sample_at_once():
-    torch.manual_seed(0)
-    lrn = P.PLATIPUS(Conv4(1, 4, 2, track_running_stats=False, image_size=16), "cross_entropy", inner_lr=0.1)
-    x = torch.rand(3, 4, 1, 16, 16)
+    with seeded(0):
+        lrn = P.PLATIPUS(Conv4(1, 4, 2, track_running_stats=False, image_size=16), "cross_entropy", inner_lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 4, 1, 16, 16, generator=g)
     y = torch.tensor([0, 0, 1, 1]).expand(3, -1)
-    logits = lrn.predict_samples(x, y, torch.rand(3, 5, 1, 16, 16), 1, 2, torch.Generator().manual_seed(0))
+    logits = lrn.predict_samples(x, y, torch.rand(3, 5, 1, 16, 16, generator=g), 1, 2, g)
     assert logits.shape == (2, 3, 5, 2)
 
 
 def test_meta_training_lowers_the_loss():
-    torch.manual_seed(0)
     settings = P.LinesOrSinesSettings(hidden=(20, 20), steps=150, outer_lr=0.01, meta_batch=8, kl_weight=0.03)
     lrn = P.regression_learner(settings)
-    sampler = LinesOrSinesTasks(settings.k_shot, settings.n_query, settings.noise_std, seed=0,
-                                support_range=settings.support_range)
+    sampler = LinesOrSinesTasks(
+        settings.k_shot, settings.n_query, settings.noise_std, seed=0, support_range=settings.support_range
+    )
     history = P.meta_train(lrn, sampler, settings, torch.Generator().manual_seed(0), progress=False)
     first, last = sum(history["test_loss"][:20]) / 20, sum(history["test_loss"][-20:]) / 20
     assert last < 0.8 * first
@@ -221,12 +235,16 @@ def test_meta_training_checkpoints_and_resumes(tmp_path):
     settings = P.LinesOrSinesSettings(hidden=(8, 8), steps=6, meta_batch=2)
 
     def run(steps):
-        torch.manual_seed(0)
         lrn = P.regression_learner(settings)
         sampler = LinesOrSinesTasks(5, 10, 0.3, seed=0, support_range=settings.support_range)
-        settings.steps = steps
-        P.meta_train(lrn, sampler, settings, torch.Generator().manual_seed(0), checkpoint=tmp_path / "p.pt",
-                     progress=False)
+        P.meta_train(
+            lrn,
+            sampler,
+            replace(settings, steps=steps),
+            torch.Generator().manual_seed(0),
+            checkpoint=tmp_path / "p.pt",
+            progress=False,
+        )
         return lrn
 
     run(3)
@@ -237,38 +255,62 @@ def test_meta_training_checkpoints_and_resumes(tmp_path):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("field,value", [("kl_weight", -0.1), ("inner_lr", 0.0), ("test_inner_steps", 0),
-                                         ("n_samples", 0), ("support_range", (1.0, -1.0)), ("noise_std", -1.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("kl_weight", -0.1),
+        ("inner_lr", 0.0),
+        ("test_inner_steps", 0),
+        ("n_samples", 0),
+        ("support_range", (1.0, -1.0)),
+        ("noise_std", -1.0),
+    ],
+)
 def test_regression_settings_reject_impossible_values(field, value):
     with pytest.raises(ValueError, match=field):
         P.LinesOrSinesSettings(**{field: value})
 
 
-@pytest.mark.parametrize("field,value", [("encoder", "pixels"), ("image_size", 8), ("noise_stds", ()),
-                                         ("kl_weight", -1.0), ("eval_query", 0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("encoder", "pixels"), ("image_size", 8), ("noise_stds", ()), ("kl_weight", -1.0), ("eval_query", 0)],
+)
 def test_glyph_settings_reject_impossible_values(field, value):
     with pytest.raises(ValueError, match=field):
-        AM.AmbiguousGlyphSettings(**{field: value})
+        P.AmbiguousGlyphSettings(**{field: value})
 
 
 def test_presets_are_valid():
-    for cls in (P.LinesOrSinesSettings, AM.AmbiguousGlyphSettings):
+    for cls in (P.LinesOrSinesSettings, P.AmbiguousGlyphSettings):
         cls.quick(), cls.full()
-    assert AM.AmbiguousGlyphSettings.full().encoder == "none"  # the paper: a Conv4 on the pixels
+    assert P.AmbiguousGlyphSettings.full().encoder == "none"  # the paper: a Conv4 on the pixels
 
 
 def test_reference_checkpoint_reproduces_its_recorded_score():
     """The shipped lines-or-sines checkpoint (lecture 08) reloads and scores what its record says."""
-    from dataclasses import asdict
-
-    from metaedu.algorithms import platipus_reference as ref
+    from metaedu.algorithms.platipus import reference as ref
 
     platipus, maml, settings, record = ref.load()
     assert record["command"] == ref.COMMAND and record["steps"] == ref.REFERENCE_STEPS
     recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items()}
-    assert recorded == asdict(ref.reference_settings()), "the checkpoint was built with other settings"
+    assert recorded == ref.settings_record(ref.reference_settings()), "the checkpoint was built with other settings"
     again = ref.score(platipus, maml, settings, n_tasks=record["score"]["n_tasks"])
     for key in ("both_kinds", "both_kinds_any_fit", "platipus_mse", "maml_mse"):
         assert again[key]["mean"] == pytest.approx(record["score"][key]["mean"], rel=1e-4, abs=1e-4), key
     for kind, share in record["score"]["kind_shares"].items():
         assert again["kind_shares"][kind] == pytest.approx(share, abs=1e-6), kind
+
+
+@pytest.mark.slow
+def test_the_stored_glyph_choice_is_what_the_validation_script_chooses():
+    """scripts/choose_platipus_settings.py glyphs, rerun: the quick preset holds its choice (about 2 min of CPU)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "choose_platipus_settings.py"
+    spec = importlib.util.spec_from_file_location("choose_platipus_settings", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    inner_lr, kl_weight = script.choose_glyphs(verbose=False)
+    quick = P.AmbiguousGlyphSettings.quick()
+    assert (quick.inner_lr, quick.kl_weight) == (inner_lr, kl_weight)

@@ -45,6 +45,8 @@ BAD = {
     "SinusoidSettings": {"inner_lr": -0.01},
     "GlyphSettings": {"n_way": 0},
     "TwentyWayGlyphSettings": {"meta_batch": 0},
+    "LinesOrSinesSettings": {"kl_weight": -0.1},
+    "AmbiguousGlyphSettings": {"encoder": "pixels"},
 }
 
 

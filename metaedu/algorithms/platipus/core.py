@@ -1,77 +1,43 @@
-"""PLATIPUS: probabilistic model-agnostic meta-learning (Finn, Xu & Levine, NeurIPS 2018).
-
-MAML gives one model per task; when a few examples fit several functions it still
-gives one. PLATIPUS keeps MAML's inner loop but starts it from a *sampled* theta, so
-every draw is a different plausible model. Read next to the paper (section 4,
-algorithms 1 and 2):
-
-1. A Gaussian over the initial weights, ``p(theta) = N(mu_theta, sigma2_theta)``
-   (diagonal), made task-dependent by one gradient step on the training set
-   ("additional dependencies", eq. 4)::
-
-       p(theta | D_tr)   = N(mu_theta - gamma_p * grad_mu L(mu_theta, D_tr),   sigma2_theta)
-
-2. Meta-training (algorithm 1) uses an inference network that may look at the test
-   set, one gradient step as well::
-
-       q(theta | D_test) = N(mu_theta - gamma_q * grad_mu L(mu_theta, D_test), v_q)
-
-   draws ``theta ~ q`` by reparameterisation, adapts it on the training set with
-   MAML's step ``phi = theta - alpha * grad_theta L(theta, D_tr)``, and minimises
-   ``L(phi, D_test) + kl_weight * KL(q(theta | D_test) || p(theta | D_tr))``
-   over Theta = {mu_theta, sigma2_theta, v_q, gamma_p, gamma_q} with Adam. The KL
-   term is the part of the lower bound (slide "hybrid inference") that ties the
-   prior, which sees only D_tr, to the posterior, which saw the answers.
-3. Meta-testing (algorithm 2): draw ``theta ~ p(theta | D_tr)``, adapt it with the
-   same gradient steps, and repeat for as many models as wanted.
-
-Symbols and names: mu_theta = the network's own parameters (``learner.maml.model``);
-sigma2_theta = ``exp(log_sigma2)``; v_q = ``exp(log_v_q)``; gamma_p, gamma_q =
-``gamma_p``, ``gamma_q`` (one learned step size per weight, like Meta-SGD's alpha);
-alpha = ``inner_lr``; the KL weight = ``kl_weight``. Weights of many tasks and many
-samples are dicts ``{name: [samples * tasks, *shape]}`` (sample-major: row
-``s * tasks + t`` is sample ``s`` of task ``t``), so every task and every sample of a
-meta-batch goes through the network in one batched pass of the MAML core
-(:meth:`metaedu.algorithms.maml.MAML.adapt` with ``start=``).
-
-The baselines of the paper's table run on the same core: **MAML** (one model, the
-same network and inner loop) and **MAML + noise** (:func:`noisy_maml_models`: MAML's
-theta with Gaussian noise added before adapting).
-
-Ambiguous glyph tasks and their scores (coverage, accuracy, NLL) are in
-:mod:`metaedu.tasks.ambiguous`, lines-or-sines tasks in :mod:`metaedu.tasks.regression`, and the
-paper's experiments on both (with the glyph settings) in :mod:`metaedu.algorithms.ambiguity`.
+"""PLATIPUS itself: the settings of its regression experiment, the learner (algorithms 1 and 2), its
+baselines on the MAML core (MAML + noise), and meta-training. The paper's overview and the symbols are
+in :mod:`metaedu.algorithms.platipus`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from metaedu.algorithms.maml import MAML, _key
+from metaedu.checkpoints import resolve
 from metaedu.nn import gaussian
 from metaedu.nn.backbones import MLP
 from metaedu.nn.functional import Params, batched_forward, parameter_dict, per_task
+from metaedu.runtime import check_settings, seeded
 from metaedu.training import History, train
 
 # ----------------------------------------------------------------------------- settings
 
 
 def _check_common(s) -> None:
-    for name in ("inner_lr", "outer_lr"):
-        if not getattr(s, name) > 0:
-            raise ValueError(f"{name} must be positive, got {getattr(s, name)!r}")
-    if s.kl_weight < 0:
-        raise ValueError(f"kl_weight must be >= 0, got {s.kl_weight!r}")
-    for name in ("inner_steps", "test_inner_steps"):
-        if getattr(s, name) < 1:
-            raise ValueError(f"{name} must be at least 1 (PLATIPUS adapts the sampled theta), got {getattr(s, name)!r}")
-    for name in ("meta_batch", "steps", "n_samples"):
-        if getattr(s, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(s, name)!r}")
+    """The rules both PLATIPUS settings classes share (``runtime.check_settings`` names the field)."""
+    check_settings(
+        s,
+        positive=(
+            "inner_lr",
+            "outer_lr",
+            "inner_steps",
+            "test_inner_steps",
+            "meta_batch",
+            "steps",
+            "n_samples",
+            "eval_tasks",
+        ),
+        non_negative=("kl_weight",),
+    )
 
 
 @dataclass
@@ -79,7 +45,7 @@ class LinesOrSinesSettings:
     """PLATIPUS on ambiguous 5-shot regression: lines or sinusoids, support points from a narrow x range.
 
     ``kl_weight`` and ``init_log_var`` were compared on meta-validation tasks (task seed 777, which the
-    lecture never tests on; ``benchmarks/platipus_validation.py regression`` reruns the comparison):
+    lecture never tests on; ``scripts/choose_platipus_settings.py regression`` reruns the comparison):
     after 5,000 meta-updates a KL weight of 0.01 gave samples of both shapes on more tasks than 0.03,
     and a weight of 0.1 with an initial variance of 0.1 on far fewer. With ``support_range`` (-1, 1)
     about 40% of the tasks are ambiguous. ``full()`` is a larger network trained longer, for a GPU;
@@ -101,14 +67,16 @@ class LinesOrSinesSettings:
     steps: int = 50000  # meta-updates
     n_samples: int = 10  # models drawn per task at meta-test time
     eval_tasks: int = 600  # test tasks behind each reported number
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     def __post_init__(self) -> None:
         _check_common(self)
+        check_settings(self, positive=("k_shot", "n_query", "hidden"), non_negative=("noise_std",))
         low, high = self.support_range
         if not low < high:
-            raise ValueError(f"support_range must be (low, high) with low < high, got {self.support_range}")
-        if self.noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+            raise ValueError(
+                f"LinesOrSinesSettings.support_range must be (low, high) with low < high, got {self.support_range}"
+            )
 
     @classmethod
     def quick(cls) -> "LinesOrSinesSettings":
@@ -116,7 +84,7 @@ class LinesOrSinesSettings:
 
     @classmethod
     def full(cls) -> "LinesOrSinesSettings":
-        return cls()
+        return cls(checkpoint=True)
 
 
 # ----------------------------------------------------------------------------- the learner
@@ -140,8 +108,14 @@ class PLATIPUS(nn.Module):
         models = learner.sample_models(x_support, y_support, steps=1, n_samples=10, generator=g)
     """
 
-    def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01,
-                 init_log_var: float = math.log(1e-4), gamma_init: float | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "mse",
+        inner_lr: float = 0.01,
+        init_log_var: float = math.log(1e-4),
+        gamma_init: float | None = None,
+    ) -> None:
         super().__init__()
         self.maml = MAML(model, loss, inner_lr)
         gamma_init = inner_lr if gamma_init is None else gamma_init
@@ -200,16 +174,18 @@ class PLATIPUS(nn.Module):
             out[n] = theta.flatten(0, 1)  # [S * tasks, *shape]
         return out
 
-    def adapt_samples(self, theta: Params, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
-                      create_graph: bool) -> Params:
+    def adapt_samples(
+        self, theta: Params, x_support: torch.Tensor, y_support: torch.Tensor, steps: int, create_graph: bool
+    ) -> Params:
         """phi = theta - alpha * grad L(theta, D_tr), ``steps`` times, for every sample of every task at once."""
         n_samples = next(iter(theta.values())).shape[0] // x_support.shape[0]
         xs = x_support.repeat(n_samples, *[1] * (x_support.dim() - 1))  # [S * tasks, k, ...]
         ys = y_support.repeat(n_samples, *[1] * (y_support.dim() - 1))
         return self.maml.adapt(xs, ys, steps, create_graph=create_graph, start=theta)
 
-    def meta_loss(self, tasks, steps: int, kl_weight: float, generator: torch.Generator | None = None,
-                  n_samples: int = 1) -> tuple[torch.Tensor, dict]:
+    def meta_loss(
+        self, tasks, steps: int, kl_weight: float, generator: torch.Generator | None = None, n_samples: int = 1
+    ) -> tuple[torch.Tensor, dict]:
         """Algorithm 1, lines 6-11, for a meta-batch: the scalar loss and its parts (detached, per-task means).
 
         ``tasks`` holds ``x_support``/``y_support`` (D_tr) and ``x_query``/``y_query`` (D_test).
@@ -222,30 +198,48 @@ class PLATIPUS(nn.Module):
         xq_rep = xq.repeat(n_samples, *[1] * (xq.dim() - 1))
         yq_rep = yq.repeat(n_samples, *[1] * (yq.dim() - 1))
         test_loss, _ = self.maml.task_losses(phi, xq_rep, yq_rep)  # [S * tasks]
-        kl = sum(gaussian.kl(mean_q[n], log_v_q[n], mean_p[n], log_sigma2[n], event_dims=log_v_q[n].dim())
-                 for n in self.names)  # [tasks]
+        kl = sum(
+            gaussian.kl(mean_q[n], log_v_q[n], mean_p[n], log_sigma2[n], event_dims=log_v_q[n].dim())
+            for n in self.names
+        )  # [tasks]
         loss = test_loss.mean() + kl_weight * kl.mean()  # line 11
         return loss, {"test_loss": test_loss.detach().mean(), "kl": kl.detach().mean()}
 
-    def sample_models(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int, n_samples: int,
-                      generator: torch.Generator | None = None) -> Params:
+    def sample_models(
+        self,
+        x_support: torch.Tensor,
+        y_support: torch.Tensor,
+        steps: int,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+    ) -> Params:
         """Algorithm 2: ``n_samples`` adapted models per task, ``{name: [n_samples * tasks, *shape]}``, detached."""
         with torch.enable_grad():
             mean, log_var = self.prior(x_support, y_support, create_graph=False)
-            theta = self.draw({n: m.detach() for n, m in mean.items()}, {n: v.detach() for n, v in log_var.items()},
-                              n_samples, generator)
+            theta = self.draw(
+                {n: m.detach() for n, m in mean.items()},
+                {n: v.detach() for n, v in log_var.items()},
+                n_samples,
+                generator,
+            )
             phi = self.adapt_samples(theta, x_support, y_support, steps, create_graph=False)
         return {n: p.detach() for n, p in phi.items()}
 
-    def predict_samples(self, x_support, y_support, x_query, steps: int, n_samples: int,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict_samples(
+        self, x_support, y_support, x_query, steps: int, n_samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Outputs of the sampled models on the query inputs: ``[n_samples, tasks, n_query, out]``."""
         phi = self.sample_models(x_support, y_support, steps, n_samples, generator)
         return forward_samples(self.maml, phi, x_query)
 
 
-def sample_with_kl(mu_q: torch.Tensor, log_var_q: torch.Tensor, mu_p: torch.Tensor, log_var_p: torch.Tensor,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_with_kl(
+    mu_q: torch.Tensor,
+    log_var_q: torch.Tensor,
+    mu_p: torch.Tensor,
+    log_var_p: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One reparameterised draw theta ~ q = N(mu_q, exp(log_var_q)) and KL(q || p) summed over the last dimension."""
     return gaussian.sample(mu_q, log_var_q, generator=generator), gaussian.kl(mu_q, log_var_q, mu_p, log_var_p)
 
@@ -259,17 +253,29 @@ def forward_samples(maml: MAML, phi: Params, x: torch.Tensor) -> torch.Tensor:
     return out.view(n_samples, tasks, *out.shape[1:])
 
 
-def noisy_maml_models(maml: MAML, x_support: torch.Tensor, y_support: torch.Tensor, steps: int, n_samples: int,
-                      noise_std: float, generator: torch.Generator | None = None) -> Params:
+def noisy_maml_models(
+    maml: MAML,
+    x_support: torch.Tensor,
+    y_support: torch.Tensor,
+    steps: int,
+    n_samples: int,
+    noise_std: float,
+    generator: torch.Generator | None = None,
+) -> Params:
     """MAML + noise: theta_MAML + noise_std * eps, then MAML's adaptation; ``{name: [S * tasks, ...]}``, detached."""
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     tasks = x_support.shape[0]
     mean = per_task({n: p.detach() for n, p in parameter_dict(maml.model).items()}, tasks)
-    log_var = {n: torch.full((), 2 * math.log(noise_std) if noise_std > 0 else 0.0, device=m.device) for n, m in mean.items()}
+    log_var = {
+        n: torch.full((), 2 * math.log(noise_std) if noise_std > 0 else 0.0, device=m.device) for n, m in mean.items()
+    }
     with torch.enable_grad():
-        theta = PLATIPUS.draw(mean, log_var, n_samples, generator) if noise_std > 0 else \
-            {n: m.repeat(n_samples, *[1] * (m.dim() - 1)) for n, m in mean.items()}
+        theta = (
+            PLATIPUS.draw(mean, log_var, n_samples, generator)
+            if noise_std > 0
+            else {n: m.repeat(n_samples, *[1] * (m.dim() - 1)) for n, m in mean.items()}
+        )
         xs = x_support.repeat(n_samples, *[1] * (x_support.dim() - 1))
         ys = y_support.repeat(n_samples, *[1] * (y_support.dim() - 1))
         phi = maml.adapt(xs, ys, steps, create_graph=False, start=theta)
@@ -279,19 +285,42 @@ def noisy_maml_models(maml: MAML, x_support: torch.Tensor, y_support: torch.Tens
 # ----------------------------------------------------------------------------- building and training
 
 
-def regression_network(settings: LinesOrSinesSettings) -> nn.Module:
-    """An MLP 1-hidden-1 with ReLUs (the same network for PLATIPUS and MAML)."""
-    return MLP((1, *settings.hidden, 1))
+def regression_network(settings: LinesOrSinesSettings, seed: int = 0) -> nn.Module:
+    """An MLP 1-hidden-1 with ReLUs (the same network for PLATIPUS and MAML), its weights drawn from ``seed``."""
+    with seeded(seed):
+        return MLP((1, *settings.hidden, 1))
 
 
-def regression_learner(settings: LinesOrSinesSettings, device="cpu") -> PLATIPUS:
+def regression_learner(settings: LinesOrSinesSettings, device="cpu", seed: int = 0) -> PLATIPUS:
     """The MLP as mu_theta, with PLATIPUS's variances and step sizes."""
-    return PLATIPUS(regression_network(settings), "mse", settings.inner_lr, settings.init_log_var).to(device)
+    return PLATIPUS(regression_network(settings, seed), "mse", settings.inner_lr, settings.init_log_var).to(device)
 
 
-def meta_train(learner: PLATIPUS, sampler, settings, generator: torch.Generator, checkpoint=None,
-               progress: bool = True, desc: str = "PLATIPUS", max_seconds: float | None = None) -> History:
-    """Algorithm 1: Adam on Theta over meta-batches from ``sampler``; logs the loss, its test part and the KL."""
+def meta_train(
+    learner: PLATIPUS,
+    sampler,
+    settings,
+    generator: torch.Generator,
+    checkpoint=None,
+    progress: bool = True,
+    desc: str = "PLATIPUS",
+    max_seconds: float | None = None,
+) -> History:
+    """Algorithm 1: Adam on Theta over meta-batches from ``sampler``; logs the loss, its test part and the KL.
+
+    ``generator`` draws PLATIPUS's noise (the samples of theta); the sampler's own generator draws the tasks.
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
+    data = getattr(sampler, "data", None)
+    checkpoint = resolve(
+        checkpoint,
+        "platipus",
+        settings,
+        learner,
+        data if data is not None else getattr(sampler, "inputs", None),
+        sampler.generator,
+        generator,
+    )
     opt = torch.optim.Adam(learner.parameters(), lr=settings.outer_lr)
 
     def step(i: int) -> dict:
@@ -303,5 +332,6 @@ def meta_train(learner: PLATIPUS, sampler, settings, generator: torch.Generator,
         return {"loss": loss.detach(), **parts}
 
     state = {"learner": learner, "opt": opt, "sampler": sampler.generator, "noise": generator}
-    return train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc,
-                 max_seconds=max_seconds)
+    return train(
+        step, settings.steps, state=state, checkpoint=checkpoint, progress=progress, desc=desc, max_seconds=max_seconds
+    )
