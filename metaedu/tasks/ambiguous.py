@@ -47,8 +47,11 @@ from metaedu.data.glyphs import PenPath, render
 #: The three attributes, in column order.
 ATTRIBUTES = ("closed loop", "taller than wide", "more than two strokes")
 #: How to say each attribute's two values (no, yes).
-LITERALS = (("no closed loop", "closed loop"), ("not taller than wide", "taller than wide"),
-            ("at most two strokes", "more than two strokes"))
+LITERALS = (
+    ("no closed loop", "closed loop"),
+    ("not taller than wide", "taller than wide"),
+    ("at most two strokes", "more than two strokes"),
+)
 #: (no if at most, yes if above) for each measurement of :func:`measure_glyphs`.
 THRESHOLDS = ((0.0, 0.03), (1.0, 1.3), (2.0, 2.0))
 #: Canvas side for the loop measurement, the character's larger side on it, and the pen width (fraction of it).
@@ -92,8 +95,9 @@ def measure_glyphs(types) -> torch.Tensor:
     order = np.argsort([len(p.points) for p in paths])
     for chunk in np.array_split(order, max(1, len(order) // 64)):  # similar lengths together: little padding
         longest = max(len(paths[i].points) for i in chunk)
-        points = np.stack([np.pad(paths[i].points, ((0, longest - len(paths[i].points)), (0, 0)), mode="edge")
-                           for i in chunk])  # [chunk, P, 2], padded by repeating the last point
+        points = np.stack(
+            [np.pad(paths[i].points, ((0, longest - len(paths[i].points)), (0, 0)), mode="edge") for i in chunk]
+        )  # [chunk, P, 2], padded by repeating the last point
         canvas[chunk] = render(points * CHARACTER_SIDE + 0.5, PEN_FRACTION * CHARACTER_SIDE * 105, size=RENDER_SIZE)
     holes = enclosed_area(torch.from_numpy(canvas).bool()).double() / (CHARACTER_SIDE * RENDER_SIZE) ** 2
     extent = np.stack([np.ptp(np.concatenate(t.strokes), axis=0) for t in types])  # [n, 2] (width, height)
@@ -184,8 +188,9 @@ class AmbiguousGlyphTasks:
         device: where the episode tensors go; seed: this sampler's own generator.
     """
 
-    def __init__(self, inputs: torch.Tensor, values: torch.Tensor, k_shot: int = 5, n_query: int = 2,
-                 device="cpu", seed: int = 0) -> None:
+    def __init__(
+        self, inputs: torch.Tensor, values: torch.Tensor, k_shot: int = 5, n_query: int = 2, device="cpu", seed: int = 0
+    ) -> None:
         if inputs.shape[0] != values.shape[0]:
             raise ValueError(f"{inputs.shape[0]} inputs but {values.shape[0]} rows of attribute values")
         if k_shot < 1 or n_query < 1:
@@ -202,15 +207,19 @@ class AmbiguousGlyphTasks:
         for v in product((1, 0), repeat=3):
             match = (self.values == torch.tensor(v)) & usable[:, None]  # [N, 3]
             groups = [torch.nonzero(match.all(1)).flatten()]
-            groups += [torch.nonzero(usable & ~match[:, j] & match[:, [i for i in range(3) if i != j]].all(1)).flatten()
-                       for j in range(3)]
+            groups += [
+                torch.nonzero(usable & ~match[:, j] & match[:, [i for i in range(3) if i != j]].all(1)).flatten()
+                for j in range(3)
+            ]
             groups.append(torch.nonzero(usable & (match.sum(1) <= 1)).flatten())
             if min(len(g) for g in groups) >= max(self.k_shot, self.n_query):
                 pools.append(groups)
                 self.pool_values.append(v)
         if not pools:
-            raise ValueError("no combination of attribute values has enough images in every group; "
-                             "use more characters or a smaller k_shot / n_query")
+            raise ValueError(
+                "no combination of attribute values has enough images in every group; "
+                "use more characters or a smaller k_shot / n_query"
+            )
         size = max(len(g) for groups in pools for g in groups)
         self.table = torch.full((len(pools), 5, size), -1, dtype=torch.long)  # [pools, groups, rows]
         self.counts = torch.zeros(len(pools), 5, dtype=torch.long)
@@ -244,20 +253,36 @@ class AmbiguousGlyphTasks:
         literals = torch.stack([order, torch.gather(values, 1, order)], -1)  # [tasks, 3, (attribute, value)]
         every = torch.zeros(tasks, dtype=torch.long)
         support = torch.cat([self._draw(pool, every + 4, k), self._draw(pool, every, k)], 1)  # [tasks, 2k]
-        query = torch.cat([self._draw(pool, every, q),  # all three literals
-                           self._draw(pool, 1 + order[:, 2], q),  # not the third: the truth's positives only
-                           self._draw(pool, 1 + order[:, 1], q),  # not the second
-                           self._draw(pool, 1 + order[:, 0], q),  # not the first
-                           self._draw(pool, every + 4, q)], 1)  # at most one: negative for all three
-        hypotheses = torch.tensor([[_HYPOTHESIS_INDEX[tuple(sorted(tuple(map(int, lit[i])) for i in pair))]
-                                    for pair in ((0, 1), (0, 2), (1, 2))] for lit in literals])
+        query = torch.cat(
+            [
+                self._draw(pool, every, q),  # all three literals
+                self._draw(pool, 1 + order[:, 2], q),  # not the third: the truth's positives only
+                self._draw(pool, 1 + order[:, 1], q),  # not the second
+                self._draw(pool, 1 + order[:, 0], q),  # not the first
+                self._draw(pool, every + 4, q),
+            ],
+            1,
+        )  # at most one: negative for all three
+        hypotheses = torch.tensor(
+            [
+                [
+                    _HYPOTHESIS_INDEX[tuple(sorted(tuple(map(int, lit[i])) for i in pair))]
+                    for pair in ((0, 1), (0, 2), (1, 2))
+                ]
+                for lit in literals
+            ]
+        )
         y_hypotheses = _GROUP_LABELS.repeat_interleave(q, 1).expand(tasks, -1, -1)  # [tasks, 3, 5q]
         y_support = torch.cat([torch.zeros(k, dtype=torch.long), torch.ones(k, dtype=torch.long)]).expand(tasks, -1)
         dev = self.device
         return AmbiguousEpisodes(
-            x_support=self.inputs[support.to(dev)], y_support=y_support.contiguous().to(dev),
-            x_query=self.inputs[query.to(dev)], y_query=y_hypotheses[:, 0].contiguous().to(dev),
-            y_hypotheses=y_hypotheses.contiguous().to(dev), hypotheses=hypotheses.to(dev), literals=literals.to(dev),
+            x_support=self.inputs[support.to(dev)],
+            y_support=y_support.contiguous().to(dev),
+            x_query=self.inputs[query.to(dev)],
+            y_query=y_hypotheses[:, 0].contiguous().to(dev),
+            y_hypotheses=y_hypotheses.contiguous().to(dev),
+            hypotheses=hypotheses.to(dev),
+            literals=literals.to(dev),
         )
 
 
@@ -269,9 +294,15 @@ def hypothesis_scores(logits: torch.Tensor, y_hypotheses: torch.Tensor) -> tuple
 
     ``logits`` ``[samples, tasks, n, 2]``, ``y_hypotheses`` ``[tasks, 3, n]`` -> two ``[samples, tasks, 3]``.
     """
-    if logits.dim() != 4 or y_hypotheses.dim() != 3 or logits.shape[1:3] != (y_hypotheses.shape[0], y_hypotheses.shape[2]):
-        raise ValueError(f"logits must be [samples, tasks, n, 2] and labels [tasks, 3, n]; got {tuple(logits.shape)} "
-                         f"and {tuple(y_hypotheses.shape)}")
+    if (
+        logits.dim() != 4
+        or y_hypotheses.dim() != 3
+        or logits.shape[1:3] != (y_hypotheses.shape[0], y_hypotheses.shape[2])
+    ):
+        raise ValueError(
+            f"logits must be [samples, tasks, n, 2] and labels [tasks, 3, n]; got {tuple(logits.shape)} "
+            f"and {tuple(y_hypotheses.shape)}"
+        )
     log_p = torch.log_softmax(logits.float(), -1)[:, :, None]  # [S, T, 1, n, 2]
     y = y_hypotheses[None, ..., None].expand(logits.shape[0], -1, -1, -1, -1)  # [S, T, 3, n, 1]
     nll = -torch.gather(log_p.expand(-1, -1, 3, -1, -1), -1, y)[..., 0].mean(-1)

@@ -65,8 +65,9 @@ def is_ambiguous(tasks: RegressionTasks, tolerance: float) -> torch.Tensor:
     return (line <= tolerance) & (sine <= tolerance)
 
 
-def ambiguous_tasks(sampler: LinesOrSinesTasks, n: int, tolerance: float | None = None,
-                    max_draws: int = 200) -> RegressionTasks:
+def ambiguous_tasks(
+    sampler: LinesOrSinesTasks, n: int, tolerance: float | None = None, max_draws: int = 200
+) -> RegressionTasks:
     """``n`` tasks from ``sampler`` whose support sets fit both families (rejection sampling).
 
     ``tolerance`` defaults to the sampler's noise level (at least 0.1): a fit is plausible when
@@ -85,17 +86,25 @@ def ambiguous_tasks(sampler: LinesOrSinesTasks, n: int, tolerance: float | None 
         if have >= n:
             break
     if have < n:
-        raise ValueError(f"only {have} of {n} ambiguous tasks after {max_draws} batches; widen the tolerance "
-                         f"({tolerance}) or narrow the sampler's support_range ({sampler.support_range})")
-    out = RegressionTasks(*(torch.cat([getattr(k, f) for k in kept])[:n] for f in
-                            ("x_support", "y_support", "x_query", "y_query")),
-                          {key: torch.cat([k.params[key] for k in kept])[:n] for key in kept[0].params})
+        raise ValueError(
+            f"only {have} of {n} ambiguous tasks after {max_draws} batches; widen the tolerance "
+            f"({tolerance}) or narrow the sampler's support_range ({sampler.support_range})"
+        )
+    out = RegressionTasks(
+        *(torch.cat([getattr(k, f) for k in kept])[:n] for f in ("x_support", "y_support", "x_query", "y_query")),
+        {key: torch.cat([k.params[key] for k in kept])[:n] for key in kept[0].params},
+    )
     return out
 
 
 def _select(tasks: RegressionTasks, keep: torch.Tensor) -> RegressionTasks:
-    return RegressionTasks(tasks.x_support[keep], tasks.y_support[keep], tasks.x_query[keep], tasks.y_query[keep],
-                           {k: v[keep] for k, v in tasks.params.items()})
+    return RegressionTasks(
+        tasks.x_support[keep],
+        tasks.y_support[keep],
+        tasks.x_query[keep],
+        tasks.y_query[keep],
+        {k: v[keep] for k, v in tasks.params.items()},
+    )
 
 
 #: Kinds of curve returned by :func:`curve_kinds`.
@@ -119,8 +128,10 @@ def curve_kinds(x: torch.Tensor, y: torch.Tensor, min_fit: float = MIN_FIT) -> t
         raise ValueError(f"x must be [n] and y [..., n], got {tuple(x.shape)} and {tuple(y.shape)}")
     span = float(x.max() - x.min())
     if span < 6.0:
-        raise ValueError(f"the curves must be seen over about a period (x span >= 6) to tell a line from a sinusoid, "
-                         f"got a span of {span:.2f}")
+        raise ValueError(
+            f"the curves must be seen over about a period (x span >= 6) to tell a line from a sinusoid, "
+            f"got a span of {span:.2f}"
+        )
     if not 0.0 <= min_fit < 1.0:
         raise ValueError(f"min_fit must lie in [0, 1), got {min_fit}")
     x = x.double()

@@ -39,8 +39,14 @@ _NODES = {  # name: (x, y, label, observed)
 _EDGES = {
     "original": [("theta", "phi"), ("phi", "ytr"), ("phi", "yts"), ("xtr", "ytr"), ("xts", "yts")],
     "after inference": [("theta", "yts"), ("xts", "yts"), ("xtr", "yts"), ("ytr", "yts")],
-    "additional dependencies": [("theta", "yts"), ("xts", "yts"), ("xtr", "yts"), ("ytr", "yts"),
-                                ("xtr", "theta"), ("ytr", "theta")],
+    "additional dependencies": [
+        ("theta", "yts"),
+        ("xts", "yts"),
+        ("xtr", "yts"),
+        ("ytr", "yts"),
+        ("xtr", "theta"),
+        ("ytr", "theta"),
+    ],
 }
 _TITLES = {
     "original": "(a) the hierarchical model",
@@ -59,20 +65,38 @@ def graphical_models(variants=tuple(_EDGES)):
         if variant != "original":
             nodes.pop("phi")
         top = 2.55 if variant == "original" else 1.75
-        ax.add_patch(FancyBboxPatch((-0.8, -0.35), 2.6, top + 0.35, boxstyle="round,pad=0.02", fill=False, lw=1.5,
-                                    color="#555555"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (-0.8, -0.35), 2.6, top + 0.35, boxstyle="round,pad=0.02", fill=False, lw=1.5, color="#555555"
+            )
+        )
         ax.text(1.75, top - 0.05, "tasks $i$", ha="right", va="top", fontsize=13)
-        ax.add_patch(FancyBboxPatch((-0.7, -0.25), 2.4, 1.7, boxstyle="round,pad=0.02", fill=False, lw=1.2,
-                                    ls="--", color="#777777"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (-0.7, -0.25), 2.4, 1.7, boxstyle="round,pad=0.02", fill=False, lw=1.2, ls="--", color="#777777"
+            )
+        )
         ax.text(0.5, 1.38, "data points $j$", ha="center", va="top", fontsize=13)
         for name, (x, y, label, observed) in nodes.items():
-            ax.add_patch(Circle((x, y), 0.28, facecolor="#d9d9d9" if observed else "white", edgecolor="black", lw=1.8,
-                                zorder=3))
+            ax.add_patch(
+                Circle((x, y), 0.28, facecolor="#d9d9d9" if observed else "white", edgecolor="black", lw=1.8, zorder=3)
+            )
             ax.text(x, y, label, ha="center", va="center", fontsize=15, zorder=4)
         for a, b in _EDGES[variant]:
             (xa, ya), (xb, yb) = nodes[a][:2], nodes[b][:2]
-            ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb), arrowstyle="-|>", mutation_scale=16, lw=1.6,
-                                         shrinkA=17, shrinkB=17, color="black", zorder=2))
+            ax.add_patch(
+                FancyArrowPatch(
+                    (xa, ya),
+                    (xb, yb),
+                    arrowstyle="-|>",
+                    mutation_scale=16,
+                    lw=1.6,
+                    shrinkA=17,
+                    shrinkB=17,
+                    color="black",
+                    zorder=2,
+                )
+            )
         ax.set_xlim(-0.95, 1.95)
         ax.set_ylim(-0.5, 3.7)
         ax.set_aspect("equal")
@@ -104,8 +128,9 @@ def plot_elbo(steps, terms: dict, log_evidence: float, ax=None, title: str | Non
 # ----------------------------------------------------------------------------- lines or sines
 
 
-def plot_regression_samples(x, truth, x_support, y_support, samples=None, maml=None, ax=None, title=None,
-                            label: str = "PLATIPUS samples"):
+def plot_regression_samples(
+    x, truth, x_support, y_support, samples=None, maml=None, ax=None, title=None, label: str = "PLATIPUS samples"
+):
     """One ambiguous task: the true function, its support points, sampled functions and MAML's one curve.
 
     ``samples`` ``[S, n]`` (drawn thin in PLATIPUS's colour), ``maml`` ``[n]`` (MAML's colour).
@@ -118,8 +143,15 @@ def plot_regression_samples(x, truth, x_support, y_support, samples=None, maml=N
             ax.plot(x, s, color=method_color("PLATIPUS"), lw=1.4, ls="--", alpha=0.8, label=label if i == 0 else None)
     if maml is not None:
         ax.plot(x, _np(maml).reshape(-1), color=method_color("MAML"), lw=2.6, label="MAML")
-    ax.scatter(_np(x_support).reshape(-1), _np(y_support).reshape(-1), color="black", marker="^", s=80, zorder=5,
-               label="support points")
+    ax.scatter(
+        _np(x_support).reshape(-1),
+        _np(y_support).reshape(-1),
+        color="black",
+        marker="^",
+        s=80,
+        zorder=5,
+        label="support points",
+    )
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     if title:
