@@ -179,6 +179,23 @@ PAPER: dict[tuple[str, str, str], str] = {
     ("LSTM", "MNIST", "40 hidden units"): "still below them (curves)",
     ("LSTM", "MNIST", "2 hidden layers"): "still below them (curves)",
     ("LSTM", "MNIST", "ReLU"): "fails: worse than the baselines (curves)",
+    # Finn, Xu & Levine 2018 (PLATIPUS): ambiguous celebA, 5-shot, 10 sampled classifiers (accuracy %, coverage of
+    # the three consistent attribute pairs, average negative log-likelihood)
+    ("MAML", "ambiguous celebA", "5-shot accuracy"): "89.00 ± 1.78",
+    ("MAML", "ambiguous celebA", "5-shot coverage"): "1.00 ± 0.0",
+    ("MAML", "ambiguous celebA", "5-shot nll"): "0.73 ± 0.06",
+    ("MAML + noise", "ambiguous celebA", "5-shot accuracy"): "84.3 ± 1.60",
+    ("MAML + noise", "ambiguous celebA", "5-shot coverage"): "1.89 ± 0.04",
+    ("MAML + noise", "ambiguous celebA", "5-shot nll"): "0.68 ± 0.05",
+    ("PLATIPUS (KL weight = 0.05)", "ambiguous celebA", "5-shot accuracy"): "88.34 ± 1.06",
+    ("PLATIPUS (KL weight = 0.05)", "ambiguous celebA", "5-shot coverage"): "1.59 ± 0.03",
+    ("PLATIPUS (KL weight = 0.05)", "ambiguous celebA", "5-shot nll"): "0.67 ± 0.05",
+    ("PLATIPUS (KL weight = 0.15)", "ambiguous celebA", "5-shot accuracy"): "87.8 ± 1.03",
+    ("PLATIPUS (KL weight = 0.15)", "ambiguous celebA", "5-shot coverage"): "1.94 ± 0.04",
+    ("PLATIPUS (KL weight = 0.15)", "ambiguous celebA", "5-shot nll"): "0.56 ± 0.04",
+    # ... and its regression figure (samples, no numbers)
+    ("PLATIPUS", "lines or sines", "samples"): "samples cover lines and sinusoids on ambiguous 5-shot tasks (figure)",
+    ("MAML", "lines or sines", "samples"): "one function per task (figure)",
 }
 
 

@@ -47,6 +47,8 @@ BAD = {
     "TwentyWayGlyphSettings": {"meta_batch": 0},
     "LLAMASinusoidSettings": {"noise_std": 0.0},
     "LLAMAGlyphSettings": {"prior_precision": -1.0},
+    "LinesOrSinesSettings": {"kl_weight": -0.1},
+    "AmbiguousGlyphSettings": {"encoder": "pixels"},
 }
 
 
