@@ -244,24 +244,27 @@ class MAML(nn.Module):
         return task_loss(out, y, self.loss), out
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
-              create_graph: bool | None = None, keep_path: bool = False, params: Params | None = None):
+              create_graph: bool | None = None, keep_path: bool = False, start: Params | None = None):
         """Inner loop (eq. 1) for all tasks at once; returns theta'_i as ``{name: [tasks, ...]}``.
 
         ``create_graph`` defaults to ``not first_order`` (second-order meta-gradient);
         at test time pass ``False``. With ``keep_path`` the list of weights after
-        0, 1, ..., ``steps`` steps is returned instead. ``params`` starts the loop from
-        other weights than the model's own (a dict with the model's names and shapes).
+        0, 1, ..., ``steps`` steps is returned instead. ``start`` (``{name: [tasks, ...]}``)
+        begins each task from its own weights instead of theta (PLATIPUS starts from a
+        sampled theta); gradients flow back into ``start``.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         create_graph = (not self.first_order) if create_graph is None else create_graph
         tasks = x_support.shape[0]
-        start = parameter_dict(self.model)
-        if params is not None:
-            if set(params) != set(start):
-                raise ValueError(f"params must hold the model's parameters {sorted(start)}, got {sorted(params)}")
-            start = dict(params)
-        fast = per_task(start, tasks)  # [tasks, *shape] views of theta
+        if start is None:
+            fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
+        else:
+            names = {n for n, _ in self.model.named_parameters()}
+            if set(start) != names or any(p.shape[0] != tasks for p in start.values()):
+                raise ValueError(f"start must hold every parameter of the model with a leading dimension of "
+                                 f"{tasks} tasks; got {sorted(start)}")
+            fast = dict(start)
         if steps and not all(fast[n].requires_grad for n in self.adapted):
             fast = {n: (p.detach().requires_grad_() if n in self.adapted else p) for n, p in fast.items()}
         path = [fast]
@@ -348,6 +351,14 @@ def task_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one task, from given weights
 
 
+def _shared_start(model: nn.Module, params: Params, tasks: int) -> Params:
+    """One set of weights ``params`` (the model's names and shapes) as every task's start, ``[tasks, ...]``."""
+    names = {n for n, _ in model.named_parameters()}
+    if set(params) != names:
+        raise ValueError(f"params must hold the model's parameters {sorted(names)}, got {sorted(params)}")
+    return per_task(params, tasks)
+
+
 def inner_step(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, alpha: float,
                loss: str = "mse") -> Params:
     """theta' = theta - alpha * grad L(f_theta) for one task (``x`` ``[n, ...]``) from the weights ``params``.
@@ -355,7 +366,7 @@ def inner_step(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tenso
     The graph of the gradient is kept, so a meta-gradient can flow through the result. The
     lecture's from-scratch cells fall back to it when their own version is not written yet.
     """
-    fast = MAML(model, loss, alpha).adapt(x[None], y[None], 1, create_graph=True, params=params)
+    fast = MAML(model, loss, alpha).adapt(x[None], y[None], 1, create_graph=True, start=_shared_start(model, params, 1))
     return {name: p[0] for name, p in fast.items()}
 
 
@@ -366,7 +377,8 @@ def meta_gradient_of(model: nn.Module, params: Params, tasks, alpha: float, step
     ``first_order=True`` treats the inner gradients as constants (first-order MAML).
     """
     learner = MAML(model, loss, alpha, first_order=first_order)
-    fast = learner.adapt(tasks.x_support, tasks.y_support, steps, params=params)
+    fast = learner.adapt(tasks.x_support, tasks.y_support, steps,
+                         start=_shared_start(model, params, tasks.x_support.shape[0]))
     query_loss = learner.task_losses(fast, tasks.x_query, tasks.y_query)[0].mean()
     return dict(zip(params, torch.autograd.grad(query_loss, list(params.values()))))
 

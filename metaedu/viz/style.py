@@ -58,6 +58,7 @@ METHOD_COLORS = {
     "maml_head_only": "#41b6c4",  # MAML's network adapted head-only at test time (Raghu et al.'s test)
     # 07-09 probabilistic and regularised MAML
     "llama": "#5e3c99",
+    "maml_laplace": "#b2abd2",
     "maml_noise": "#9ecae1",
     "platipus": "#d62728",
     "cnp": "#ff9896",
