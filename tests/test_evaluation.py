@@ -65,3 +65,14 @@ def test_digits_sets():
     assert big.images.shape == (1797, 1, 28, 28)
     x, y = digits_arrays()
     assert x.shape == (1797, 64) and set(y.tolist()) == set(range(10))
+
+
+def test_pivot_table_puts_methods_in_rows_and_settings_in_columns():
+    from metaedu.evaluation import pivot_table
+
+    text = pivot_table({("LSTM", "a"): "1", ("Adam", "a"): "2", ("LSTM", "b"): "3"}, row_label="optimizer", title="t")
+    lines = text.splitlines()
+    assert lines[0] == "**t**" and lines[2] == "| optimizer | a | b |"
+    assert lines[4] == "| LSTM | 1 | 3 |" and lines[5] == "| Adam | 2 | — |"
+    with pytest.raises(ValueError, match="at least one cell"):
+        pivot_table({})
