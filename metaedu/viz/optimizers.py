@@ -212,16 +212,18 @@ def plot_architecture_study(sizes, finals: dict, trained_at=None, ax=None, xlabe
     return fig
 
 
-def plot_meta_training(values, ax=None, window: int = 10, ylabel: str = "meta-loss per step"):
-    """A meta-training curve (raw and smoothed), log scale."""
-    fig, ax = _axes(ax, figsize=(7.0, 3.8))
+def plot_meta_training(values, ax=None, window: int = 10, ylabel: str = "meta-loss per step",
+                       xlabel: str = "meta-update"):
+    """A meta-training curve (raw and smoothed), log scale; ``xlabel`` names what one value is."""
+    fig, ax = _axes(ax, figsize=(9.0, 3.8))
     v = _np(values)
-    ax.plot(v, color=COLORS["paper"], lw=1, alpha=0.6, label="per meta-update")
+    ax.plot(v, color=COLORS["paper"], lw=1, alpha=0.6, label=f"each {xlabel}")
     if len(v) >= window:
         smooth = np.convolve(v, np.ones(window) / window, mode="valid")
         ax.plot(np.arange(window - 1, len(v)), smooth, color=COLORS["ours"], label=f"mean of {window}")
     ax.set_yscale("log")
-    ax.set_xlabel("meta-update")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     return fig
