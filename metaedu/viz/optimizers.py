@@ -77,45 +77,6 @@ def _box(ax, xy, text, color, w=1.0, h=0.5, fontsize=13):
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
 
 
-def _arrow(ax, a, b, dashed=False, color="#333333"):
-    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, lw=1.4, color=color,
-                                 linestyle="--" if dashed else "-", shrinkA=14, shrinkB=14))
-
-
-def draw_computational_graph(steps: int = 3, ax=None):
-    """The unrolled run: theta_t -> f -> grad_t -> m(., h_t) -> g_t -> theta_{t+1} (dashed: the
-    grad_t edges whose derivatives the paper drops)."""
-    fig, ax = _axes(ax, figsize=(3.2 * steps + 1.5, 4.2))
-    gap = 3.0
-    for t in range(steps):
-        x = t * gap
-        _box(ax, (x, 0.0), f"θ$_{t}$", "#e8eef6")
-        _box(ax, (x + 1.0, 1.2), f"f(θ$_{t}$)", "#fbe3cf", w=1.2)
-        _box(ax, (x + 1.0, -1.2), f"∇$_{t}$", "#fbe3cf")
-        _box(ax, (x + 2.0, -2.4), "m", "#d6ecd9")
-        _arrow(ax, (x, 0.0), (x + 1.0, 1.2))
-        _arrow(ax, (x, 0.0), (x + 1.0, -1.2), dashed=True, color="#c0392b")
-        _arrow(ax, (x + 1.0, -1.2), (x + 2.0, -2.4))
-        _arrow(ax, (x + 2.0, -2.4), (x + gap, 0.0))
-        ax.text(x + 2.75, -1.3, f"g$_{t}$", fontsize=13)
-        if t:
-            _arrow(ax, (x - gap + 2.0, -2.4), (x + 2.0, -2.4))
-            ax.text(x + 0.8, -2.2, f"h$_{t}$", fontsize=13)
-    for t in range(1, steps + 1):
-        ax.text(t * gap + 1.7, 1.2, f"× w$_{t}$", fontsize=13, color="#666666", va="center")
-    x = steps * gap
-    _box(ax, (x, 0.0), f"θ$_{steps}$", "#e8eef6")
-    _box(ax, (x + 1.0, 1.2), f"f(θ$_{steps}$)", "#fbe3cf", w=1.2)
-    _arrow(ax, (x, 0.0), (x + 1.0, 1.2))
-    ax.text(0.0, 2.2, "meta-loss L(φ) = Σ$_t$ w$_t$ f(θ$_t$): gradients flow back along the solid edges",
-            fontsize=13)
-    ax.set_xlim(-0.8, x + 2.4)
-    ax.set_ylim(-3.0, 2.6)
-    ax.axis("off")
-    ax.set_title("the unrolled optimisation (red dashed: dropped second derivatives)")
-    return fig
-
-
 def draw_coordinatewise(n_coords: int = 4, ax=None):
     """One LSTM with shared weights phi, applied to each coordinate with its own state.
 
