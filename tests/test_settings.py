@@ -45,6 +45,10 @@ BAD = {
     "SinusoidSettings": {"inner_lr": -0.01},
     "GlyphSettings": {"n_way": 0},
     "TwentyWayGlyphSettings": {"meta_batch": 0},
+    "LLAMASinusoidSettings": {"noise_std": 0.0},
+    "LLAMAGlyphSettings": {"prior_precision": -1.0},
+    "LinesOrSinesSettings": {"kl_weight": -0.1},
+    "AmbiguousGlyphSettings": {"encoder": "pixels"},
 }
 
 
