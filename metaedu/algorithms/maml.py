@@ -196,7 +196,9 @@ class MAML(nn.Module):
     Args:
         model: the network f_theta (e.g. ``MLP((1, 40, 40, 1))`` or ``Conv4(n_classes=5,
             track_running_stats=False)``); its parameters are theta.
-        loss: ``"mse"`` (regression) or ``"cross_entropy"`` (classification).
+        loss: ``"mse"`` (regression), ``"cross_entropy"`` (classification), or a function
+            ``(outputs [tasks, n, out], targets) -> [tasks]`` giving each task's mean loss (e.g. GrBAL's
+            Gaussian negative log-likelihood, :func:`metaedu.rl.dynamics.gaussian_nll`).
         inner_lr: alpha (Meta-SGD's initial value of every learned alpha).
         first_order: drop the second derivatives in the meta-gradient.
         meta_sgd: learn one alpha per parameter entry.
@@ -213,8 +215,8 @@ class MAML(nn.Module):
     def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01, first_order: bool = False,
                  meta_sgd: bool = False, anil: bool = False, task_chunk: int | None = None) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if not callable(loss) and loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a function (outputs, targets) -> [tasks], got {loss!r}")
         if not inner_lr > 0:
             raise ValueError(f"inner_lr (alpha) must be positive, got {inner_lr!r}")
         check_batch_norm(model)
@@ -239,18 +241,25 @@ class MAML(nn.Module):
         return task_loss(out, y, self.loss), out
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
-              create_graph: bool | None = None, keep_path: bool = False):
+              create_graph: bool | None = None, keep_path: bool = False, start: Params | None = None):
         """Inner loop (eq. 1) for all tasks at once; returns theta'_i as ``{name: [tasks, ...]}``.
 
         ``create_graph`` defaults to ``not first_order`` (second-order meta-gradient);
         at test time pass ``False``. With ``keep_path`` the list of weights after
-        0, 1, ..., ``steps`` steps is returned instead.
+        0, 1, ..., ``steps`` steps is returned instead. ``start`` (per-task weights
+        ``{name: [tasks, ...]}``) continues from earlier adapted weights instead of theta,
+        as online fine-tuning does (dynamic evaluation in lecture 10); it is taken as a
+        constant (detached), so no gradient reaches it or theta.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         create_graph = (not self.first_order) if create_graph is None else create_graph
         tasks = x_support.shape[0]
-        fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
+        if start is None:
+            fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
+        else:
+            _check_start(start, parameter_dict(self.model), tasks)
+            fast = {n: p.detach() for n, p in start.items()}  # a constant: no meta-gradient flows into start
         if steps and not all(fast[n].requires_grad for n in self.adapted):
             fast = {n: (p.detach().requires_grad_() if n in self.adapted else p) for n, p in fast.items()}
         path = [fast]
@@ -323,8 +332,18 @@ class MAML(nn.Module):
             return batched_forward(self.model, fast, x_query)
 
 
-def task_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+def _check_start(start: Params, theta: Params, tasks: int) -> None:
+    if set(start) != set(theta):
+        raise ValueError(f"start must hold the weights {sorted(theta)}, got {sorted(start)}")
+    for name, p in theta.items():
+        if start[name].shape != (tasks, *p.shape):
+            raise ValueError(f"start[{name!r}] must be [{tasks}, *{tuple(p.shape)}], got {tuple(start[name].shape)}")
+
+
+def task_loss(out: torch.Tensor, y: torch.Tensor, loss) -> torch.Tensor:
     """Mean loss of each task: outputs ``[tasks, n, out]`` and targets -> ``[tasks]``."""
+    if callable(loss):
+        return loss(out, y)
     if loss == "mse":
         if out.shape != y.shape:
             raise ValueError(f"outputs {tuple(out.shape)} and targets {tuple(y.shape)} differ in shape")
