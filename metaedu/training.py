@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from metaedu import distributed
 from metaedu.runtime import progress_bars
 
 
@@ -97,13 +98,23 @@ def _restore(obj: Any, state: Any) -> None:
 
 
 def save_checkpoint(path: Path, step: int, state: dict[str, Any], history: History) -> None:
-    """Write atomically, so an interruption never leaves a half-written checkpoint."""
+    """Write atomically, so an interruption never leaves a half-written checkpoint.
+
+    Under ``torchrun`` (:mod:`metaedu.distributed`) every rank calls this at the same step: the
+    generators' states of all ranks are gathered (each rank draws its own tasks), rank 0 writes
+    the file, and the ranks wait for it before going on.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"step": step, "state": {k: _state_of(v) for k, v in state.items()}, "history": history.state_dict()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    payload = {"step": step, "state": {}, "history": history.state_dict()}
+    for key, obj in state.items():
+        value = _state_of(obj)
+        payload["state"][key] = {"per_rank": distributed.gather(value)} if isinstance(obj, torch.Generator) else value
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    distributed.barrier()
 
 
 def load_checkpoint(path: Path, state: dict[str, Any], history: History) -> int:
@@ -112,8 +123,16 @@ def load_checkpoint(path: Path, state: dict[str, Any], history: History) -> int:
     missing = set(state) - set(payload["state"])
     if missing:
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)}; it was written by a different training setup")
+    rank, size = distributed.world().rank, distributed.world().size
     for key, obj in state.items():
-        _restore(obj, payload["state"][key])
+        saved = payload["state"][key]
+        if isinstance(obj, torch.Generator):
+            per_rank = saved["per_rank"] if isinstance(saved, dict) and "per_rank" in saved else [saved]
+            if len(per_rank) != size:
+                raise ValueError(f"checkpoint {path} was written by {len(per_rank)} process(es), this run has {size}; "
+                                 "resume it with the same number of processes (torchrun --nproc-per-node)")
+            saved = per_rank[rank]
+        _restore(obj, saved)
     history.load_state_dict(payload["history"])
     return int(payload["step"])
 
@@ -158,7 +177,7 @@ def train(
     if checkpoint is not None and Path(checkpoint).exists():
         start_step = load_checkpoint(Path(checkpoint), state, history)
     began = _now() - history.seconds
-    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not (progress and progress_bars()), leave=False,
+    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not (progress and progress_bars() and distributed.is_main()), leave=False,
                initial=start_step, total=n_steps)
     for i in bar:
         metrics = step(i)

@@ -23,7 +23,7 @@ import metaedu
 
 #: Layers from the bottom up; a module may import its own layer and the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("metaedu", "metaedu.runtime", "metaedu.paper_results")),
+    ("base", ("metaedu", "metaedu.runtime", "metaedu.paper_results", "metaedu.distributed")),
     ("data", ("metaedu.data",)),
     ("tasks", ("metaedu.tasks",)),
     ("nn", ("metaedu.nn",)),
@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "metaedu.lab",
             "metaedu.bench",
             "metaedu.book",
+            "metaedu.train_command",
+            "metaedu.__main__",
         ),
     ),
 ]

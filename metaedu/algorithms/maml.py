@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaedu.checkpoints import resolve
+from metaedu import distributed
 from metaedu.evaluation import Score, episode_accuracy, mean_ci, regression_mse
 from metaedu.nn.backbones import MLP, Conv4
 from metaedu.nn.functional import (
@@ -403,10 +404,13 @@ def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool
     (``None``: as ``settings.checkpoint`` says).
     """
     checkpoint = resolve(checkpoint, "maml", settings, learner, getattr(sampler, "data", None), sampler.generator)
-    opt = torch.optim.Adam(learner.parameters(), lr=settings.outer_lr)
+    # under torchrun each rank adapts its share of the meta-batch; the gradients are averaged (metaedu.distributed)
+    distributed.broadcast_parameters(learner)
+    opt = distributed.synchronized(torch.optim.Adam(learner.parameters(), lr=settings.outer_lr))
+    tasks_per_rank = distributed.local_batch(settings.meta_batch)
 
     def step(i: int) -> dict:
-        tasks = sampler.sample(settings.meta_batch)
+        tasks = sampler.sample(tasks_per_rank)
         opt.zero_grad(set_to_none=True)
         loss, out = learner.meta_gradient(tasks, settings.inner_steps)
         opt.step()

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from metaedu import distributed
 from metaedu.data.base import ClassImageSet
 from metaedu.evaluation import Score, evaluate_metric_model
 from metaedu.nn.distances import encode
@@ -84,14 +85,17 @@ def train_on_episodes(
         settings.train_query,
         rotations=settings.rotations,
         device=device,
-        seed=seed,
+        seed=distributed.rank_seed(seed),  # under torchrun: each rank its own episodes
     )
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_halve_every, gamma=0.5) if lr_halve_every else None
+    adam = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.StepLR(adam, step_size=lr_halve_every, gamma=0.5) if lr_halve_every else None
+    distributed.broadcast_parameters(model)
+    opt = distributed.synchronized(adam)  # the gradients averaged over ranks before each step
+    episodes_per_rank = distributed.local_batch(settings.tasks)
     model.train()
 
     def step(i: int) -> dict:
-        eps = sampler.sample(settings.tasks)
+        eps = sampler.sample(episodes_per_rank)
         out = model(eps)  # [tasks, n_way * n_query, n_way]
         loss = episode_loss(out, eps.y_query)
         opt.zero_grad()
