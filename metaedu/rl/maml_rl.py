@@ -65,7 +65,7 @@ class MAMLRLSettings:
     discount: float = 0.99  # gamma of the returns-to-go
     steps: int = 500  # meta-updates (the pretrained policy gets as many updates on as many trajectories)
     test_goals: int = 40  # new goals behind every interval
-    step_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)  # the pretrained policy's step sizes tried on validation
+    step_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # the pretrained policy's step sizes tried on validation
     checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
