@@ -72,7 +72,7 @@ class MAMLRLSettings:
     def quick(cls) -> "MAMLRLSettings":
         """Short episodes (goals are at most 5 steps away), a smaller policy, fewer updates."""
         return cls(horizon=10, episodes=10, meta_batch=10, hidden=(32, 32), init_std=0.5, outer_lr=3e-3,
-                   steps=80, test_goals=30, inner_lr=0.1)
+                   steps=300, test_goals=30, inner_lr=0.1)
 
     @classmethod
     def full(cls) -> "MAMLRLSettings":
