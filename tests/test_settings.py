@@ -49,6 +49,8 @@ BAD = {
     "GlyphSettings": {"n_way": 0},
     "TwentyWayGlyphSettings": {"meta_batch": 0},
     "GrBALSettings": {"past": 0},
+    "MAMLRLSettings": {"episodes": 1},
+    "CuriositySettings": {"lr": 0.0},
 }
 
 
