@@ -86,3 +86,37 @@ def navigation_paths(positions: dict[str, torch.Tensor], goals: torch.Tensor, ti
     axes[0][0].set_ylabel("y")
     fig.tight_layout()
     return fig
+
+
+def ranking_bars(returns: dict[str, torch.Tensor], ranking: list[str], controls=("none", "constant"), ax=None,
+                 title: str | None = None, xlabel: str = "extrinsic return per lifetime (goals reached)"):
+    """Horizontal bars, best on top, with 95% intervals over inner runs; the control programs in grey."""
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(ranking) + 1.5)) if ax is None else (ax.figure, ax)
+    means = [float(returns[k].double().mean()) for k in ranking]
+    halves = [1.96 * float(returns[k].double().std()) / len(returns[k]) ** 0.5 for k in ranking]
+    colors = ["#9a9a9a" if k in controls else method_color("curiosity") for k in ranking]
+    y = np.arange(len(ranking))[::-1]
+    ax.barh(y, means, xerr=halves, color=colors, capsize=4)
+    ax.set_yticks(y, ranking)
+    ax.set_xlabel(xlabel)
+    ax.set_xlim(left=0)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def visit_maps(maps: dict[str, torch.Tensor], goal: tuple[int, int], titles: dict[str, str] | None = None):
+    """Visit counts ``[size, size]`` per program on a log colour scale, the start (0, 0) and the goal marked."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 4.8), squeeze=False)
+    top = max(float(m.max()) for m in maps.values())
+    for ax, (name, m) in zip(axes[0], maps.items()):
+        shown = ax.imshow(np.log10(1 + m.numpy()), cmap="magma", vmin=0, vmax=np.log10(1 + top))
+        ax.scatter([0], [0], marker="o", s=90, color="white", edgecolor="black", label="start")
+        ax.scatter([goal[1]], [goal[0]], marker="*", s=300, color="#2ca02c", edgecolor="black", label="goal")
+        ax.set_title((titles or {}).get(name, name))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=list(axes[0]), label="log10(1 + visits)")
+    axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False)
+    return fig
