@@ -247,10 +247,10 @@ class MAML(nn.Module):
 
         ``create_graph`` defaults to ``not first_order`` (second-order meta-gradient);
         at test time pass ``False``. With ``keep_path`` the list of weights after
-        0, 1, ..., ``steps`` steps is returned instead. ``start`` (per-task weights
-        ``{name: [tasks, ...]}``) continues from earlier adapted weights instead of theta,
-        as online fine-tuning does (dynamic evaluation in lecture 10); it is taken as a
-        constant (detached), so no gradient reaches it or theta.
+        0, 1, ..., ``steps`` steps is returned instead. ``start`` (``{name: [tasks, ...]}``)
+        begins each task from its own weights instead of theta (PLATIPUS starts from a
+        sampled theta; lecture 10's dynamic evaluation continues from its last adapted
+        weights, detached); gradients flow back into ``start``.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
@@ -259,8 +259,11 @@ class MAML(nn.Module):
         if start is None:
             fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
         else:
-            _check_start(start, parameter_dict(self.model), tasks)
-            fast = {n: p.detach() for n, p in start.items()}  # a constant: no meta-gradient flows into start
+            names = {n for n, _ in self.model.named_parameters()}
+            if set(start) != names or any(p.shape[0] != tasks for p in start.values()):
+                raise ValueError(f"start must hold every parameter of the model with a leading dimension of "
+                                 f"{tasks} tasks; got {sorted(start)}")
+            fast = dict(start)
         if steps and not all(fast[n].requires_grad for n in self.adapted):
             fast = {n: (p.detach().requires_grad_() if n in self.adapted else p) for n, p in fast.items()}
         path = [fast]
@@ -331,14 +334,6 @@ class MAML(nn.Module):
             fast = self.adapt(x_support, y_support, steps, create_graph=False)
         with torch.no_grad():
             return batched_forward(self.model, fast, x_query)
-
-
-def _check_start(start: Params, theta: Params, tasks: int) -> None:
-    if set(start) != set(theta):
-        raise ValueError(f"start must hold the weights {sorted(theta)}, got {sorted(start)}")
-    for name, p in theta.items():
-        if start[name].shape != (tasks, *p.shape):
-            raise ValueError(f"start[{name!r}] must be [{tasks}, *{tuple(p.shape)}], got {tuple(start[name].shape)}")
 
 
 def task_loss(out: torch.Tensor, y: torch.Tensor, loss) -> torch.Tensor:
