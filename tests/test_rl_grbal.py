@@ -133,6 +133,9 @@ def test_dynamic_evaluation_carries_its_weights_from_step_to_step():
     mpc = AdaptiveMPC("mb_de", model, env, settings, torch.Generator().manual_seed(0), de_lr=0.01)
     gen = torch.Generator().manual_seed(4)
     obs, actions = torch.randn(2, 4, 3, generator=gen), torch.randn(2, 3, 2, generator=gen)
+    with torch.no_grad():  # as in a rollout
+        mpc.predictor(obs[:, :2], actions[:, :1])  # the first step starts from MB's theta
+    mpc.fast = None
     mpc.predictor(obs[:, :3], actions[:, :2])
     after_one = {k: v.clone() for k, v in mpc.fast.items()}
     mpc.predictor(obs, actions)

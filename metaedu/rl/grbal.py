@@ -207,7 +207,9 @@ class AdaptiveMPC:
                 fast = {k: v.detach() for k, v in self.model.adapt(*self.past(obs, actions)).items()}
         elif t and self.method == "mb_de":
             with torch.enable_grad():
-                start = fast if self.fast is None else self.fast
+                # a constant start (the MAML core would let gradients flow into it, and views of theta made
+                # under the rollout's no_grad would not connect to the graph)
+                start = {k: v.detach() for k, v in (fast if self.fast is None else self.fast).items()}
                 self.fast = {k: v.detach() for k, v in
                              self.de.adapt(*self.past(obs, actions), self.settings.de_steps, create_graph=False,
                                            start=start).items()}
