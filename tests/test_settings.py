@@ -9,13 +9,16 @@ import pkgutil
 import pytest
 
 import metaedu.algorithms
+import metaedu.rl
 from metaedu.runtime import preset
 
 
 def settings_classes() -> list[type]:
-    """Every dataclass with quick() and full() presets in the algorithm modules."""
+    """Every dataclass with quick() and full() presets in the algorithm modules (and meta-RL's)."""
     found = {}
-    for info in pkgutil.walk_packages(metaedu.algorithms.__path__, prefix="metaedu.algorithms."):
+    modules = [*pkgutil.walk_packages(metaedu.algorithms.__path__, prefix="metaedu.algorithms."),
+               *pkgutil.walk_packages(metaedu.rl.__path__, prefix="metaedu.rl.")]
+    for info in modules:
         module = importlib.import_module(info.name)
         for value in vars(module).values():
             if (
@@ -49,6 +52,9 @@ BAD = {
     "LLAMAGlyphSettings": {"prior_precision": -1.0},
     "LinesOrSinesSettings": {"kl_weight": -0.1},
     "AmbiguousGlyphSettings": {"encoder": "pixels"},
+    "GrBALSettings": {"past": 0},
+    "MAMLRLSettings": {"episodes": 1},
+    "CuriositySettings": {"lr": 0.0},
 }
 
 
