@@ -4,7 +4,7 @@
 
 Trains both with ``metaedu.algorithms.platipus.reference.reference_settings()`` (the quick-mode
 network and settings, ``REFERENCE_STEPS`` meta-updates, fixed seeds) on one CPU thread, scores them
-on fixed test tasks, and writes ``metaedu/reference/platipus_lines_or_sines.{pt,json}``. On a 2-core
+on fixed test tasks, and writes ``metaedu/pretrained/platipus_lines_or_sines.{pt,json}``. On a 2-core
 machine shared with other work it takes tens of minutes; ``tests/test_platipus.py`` reloads the
 result and reproduces the recorded scores.
 """

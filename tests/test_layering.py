@@ -23,12 +23,12 @@ import metaedu
 
 #: Layers from the bottom up; a module may import its own layer and the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("metaedu", "metaedu.runtime", "metaedu.paper_results", "metaedu.distributed", "metaedu.reference")),
+    ("base", ("metaedu", "metaedu.runtime", "metaedu.paper_results", "metaedu.distributed")),
     ("data", ("metaedu.data",)),
     ("tasks", ("metaedu.tasks",)),
     ("nn", ("metaedu.nn",)),
     ("training and evaluation", ("metaedu.training", "metaedu.checkpoints", "metaedu.evaluation", "metaedu.verdicts")),
-    ("algorithms", ("metaedu.algorithms",)),
+    ("algorithms", ("metaedu.algorithms", "metaedu.rl")),
     ("viz", ("metaedu.viz",)),
     (
         "grading and commands",
@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "metaedu.bench",
             "metaedu.book",
             "metaedu.train_command",
+            "metaedu.reference",
             "metaedu.__main__",
         ),
     ),

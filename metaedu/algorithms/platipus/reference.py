@@ -9,7 +9,7 @@ lecture show the trained behaviour in seconds. They are produced by one command:
 
 which calls :func:`build`: it trains both with :func:`reference_settings` (the same seeds every time), scores
 them on fixed test tasks (:func:`score`) and writes ``<name>.pt`` and ``<name>.json``
-(settings, steps, seconds, scores, the command) into ``metaedu/reference/``. A test
+(settings, steps, seconds, scores, the command) into ``metaedu/pretrained/``. A test
 reloads them and reproduces the recorded scores.
 """
 
@@ -45,7 +45,7 @@ COMMAND = "python scripts/build_platipus_reference.py"
 
 def folder() -> Path:
     """Where the package keeps its reference checkpoints."""
-    return Path(__file__).resolve().parents[2] / "reference"
+    return Path(__file__).resolve().parents[2] / "pretrained"
 
 
 def reference_settings() -> LinesOrSinesSettings:
