@@ -45,6 +45,9 @@ BAD = {
     "SinusoidSettings": {"inner_lr": -0.01},
     "GlyphSettings": {"n_way": 0},
     "TwentyWayGlyphSettings": {"meta_batch": 0},
+    "GNNSettings": {"unlabelled": "ignore"},
+    "TwentyWayGNNSettings": {"labelled_shots": 2},
+    "SemiSupervisedGNNSettings": {"choice": "best"},
 }
 
 
