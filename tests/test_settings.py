@@ -48,6 +48,7 @@ BAD = {
     "GNNSettings": {"unlabelled": "ignore"},
     "TwentyWayGNNSettings": {"labelled_shots": 2},
     "SemiSupervisedGNNSettings": {"choice": "best"},
+    "ARMLSettings": {"vertices": 0},
 }
 
 

@@ -240,18 +240,27 @@ class MAML(nn.Module):
         return task_loss(out, y, self.loss), out
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
-              create_graph: bool | None = None, keep_path: bool = False):
+              create_graph: bool | None = None, keep_path: bool = False, start: Params | None = None):
         """Inner loop (eq. 1) for all tasks at once; returns theta'_i as ``{name: [tasks, ...]}``.
 
         ``create_graph`` defaults to ``not first_order`` (second-order meta-gradient);
         at test time pass ``False``. With ``keep_path`` the list of weights after
-        0, 1, ..., ``steps`` steps is returned instead.
+        0, 1, ..., ``steps`` steps is returned instead. ``start`` (``{name: [tasks, ...]}``)
+        begins each task from its own weights instead of theta (ARML starts from a
+        gated theta_0); gradients flow back into ``start``.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         create_graph = (not self.first_order) if create_graph is None else create_graph
         tasks = x_support.shape[0]
-        fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
+        if start is None:
+            fast = per_task(parameter_dict(self.model), tasks)  # [tasks, *shape] views of theta
+        else:
+            names = {n for n, _ in self.model.named_parameters()}
+            if set(start) != names or any(p.shape[0] != tasks for p in start.values()):
+                raise ValueError(f"start must hold every parameter of the model with a leading dimension of "
+                                 f"{tasks} tasks; got {sorted(start)}")
+            fast = dict(start)
         if steps and not all(fast[n].requires_grad for n in self.adapted):
             fast = {n: (p.detach().requires_grad_() if n in self.adapted else p) for n, p in fast.items()}
         path = [fast]
