@@ -28,15 +28,25 @@ D = torch.float64
 
 
 def small(**changes) -> arml.ARMLSettings:
-    base = dict(hidden=(6, 5), embed_dim=7, code=4, prototypes=3, vertices=4, inner_lr=0.02, inner_steps=2,
-                meta_batch=5, steps=10)
+    base = dict(
+        hidden=(6, 5),
+        embed_dim=7,
+        code=4,
+        prototypes=3,
+        vertices=4,
+        inner_lr=0.02,
+        inner_steps=2,
+        meta_batch=5,
+        steps=10,
+    )
     return replace(preset(arml.ARMLSettings, "quick"), **{**base, **changes})
 
 
 def family_tasks(tasks=5, seed=0, dtype=D) -> RegressionTasks:
     t = FamilyTasks(k_shot=6, n_query=5, seed=seed).sample(tasks)
-    return RegressionTasks(t.x_support.to(dtype), t.y_support.to(dtype), t.x_query.to(dtype), t.y_query.to(dtype),
-                           t.params)
+    return RegressionTasks(
+        t.x_support.to(dtype), t.y_support.to(dtype), t.x_query.to(dtype), t.y_query.to(dtype), t.params
+    )
 
 
 def model(settings=None, seed=0) -> arml.ARML:
@@ -154,7 +164,7 @@ def test_relational_and_knowledge_graphs_and_message_passing_equal_loops():
             torch.testing.assert_close(out[t, i], torch.tanh(layer.weight @ mixed + layer.bias))
 
 
-def test_prototypes_are_assignment_weighted_sums_and_order_free():
+def test_prototypes_are_assignment_weighted_means_and_order_free():
     net = model()
     tasks = family_tasks(tasks=2, seed=6)
     c, p = net.prototypes(tasks.x_support, tasks.y_support)
@@ -162,7 +172,8 @@ def test_prototypes_are_assignment_weighted_sums_and_order_free():
     f = net.sample_embed(torch.cat([tasks.x_support, tasks.y_support], -1))
     for t in range(2):
         for k in range(net.settings.prototypes):
-            torch.testing.assert_close(c[t, k], sum(p[t, j, k] * f[t, j] for j in range(6)))
+            weights = p[t, :, k] / p[t, :, k].sum()  # the weighted mean of the cluster's samples
+            torch.testing.assert_close(c[t, k], sum(weights[j] * f[t, j] for j in range(6)))
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(7))
     r, aux = net.task_representation(tasks.x_support, tasks.y_support)
     r2, aux2 = net.task_representation(tasks.x_support[:, perm], tasks.y_support[:, perm])

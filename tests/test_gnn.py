@@ -243,3 +243,19 @@ def test_settings_refuse_impossible_label_counts():
     model = gnn.GNN(small(n_way=5), feature_dim=4)
     with pytest.raises(ValueError, match="5-way"):
         model.logits(torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 2, 4), 3)
+
+
+def test_adjacencies_are_the_ones_the_forward_pass_uses():
+    with seeded(3):
+        model = gnn.GNN(small(n_way=4), feature_dim=6)
+    z_support, y_support, z_query = random_episode(n_way=4, k_shot=2, seed=11)
+    found = model.adjacencies(z_support, y_support, z_query)
+    assert len(found) == model.settings.layers + 1
+    x = gnn.node_features(torch.cat([z_support, z_query], 1),
+                          torch.cat([y_support, torch.full(z_query.shape[:2], -1)], 1), 4)
+    for a, conv in zip(found, model.convs):
+        torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:2]))
+        x = torch.cat([x, conv(x, a)], -1)
+    with torch.no_grad():
+        want = model.logits(z_support, y_support, z_query, 4)
+        torch.testing.assert_close(model.last_conv(x, found[-1])[:, 8:], want)
