@@ -63,7 +63,7 @@ def plot_episode_graph(
             zorder=1,
         )
         ax.text(
-            *(0.55 * pos[j]),
+            *(0.45 * pos[j]),
             f"{w[j]:.2f}",
             ha="center",
             va="center",
