@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "metaedu.bench",
             "metaedu.book",
             "metaedu.train_command",
+            "metaedu.reference",
             "metaedu.__main__",
         ),
     ),

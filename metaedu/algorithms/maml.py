@@ -246,8 +246,8 @@ class MAML(nn.Module):
         ``create_graph`` defaults to ``not first_order`` (second-order meta-gradient);
         at test time pass ``False``. With ``keep_path`` the list of weights after
         0, 1, ..., ``steps`` steps is returned instead. ``start`` (``{name: [tasks, ...]}``)
-        begins each task from its own weights instead of theta (ARML starts from a
-        gated theta_0); gradients flow back into ``start``.
+        begins each task from its own weights instead of theta (PLATIPUS starts from a
+        sampled theta, ARML from a gated theta_0); gradients flow back into ``start``.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
