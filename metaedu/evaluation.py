@@ -285,3 +285,30 @@ def show_table(rows: list[dict], title: str | None = None):
     except ImportError:  # pragma: no cover - IPython is a dependency, but scripts may lack a display
         print(text)
     return text
+
+
+def pivot_table(cells: dict[tuple[str, str], str], row_label: str = "method", title: str | None = None) -> str:
+    """A Markdown table with one row per method and one column per setting.
+
+    ``cells[(row, column)]`` is the text of a cell (a score with its interval); rows and columns
+    keep the order in which they first appear, a missing cell shows "—".
+    """
+    if not cells:
+        raise ValueError("pivot_table needs at least one cell")
+    rows = list(dict.fromkeys(r for r, _ in cells))
+    columns = list(dict.fromkeys(c for _, c in cells))
+    head = f"| {row_label} | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
+    body = [f"| {r} | " + " | ".join(str(cells.get((r, c), "—")) for c in columns) + " |" for r in rows]
+    return "\n".join(([f"**{title}**", ""] if title else []) + [head] + body)
+
+
+def show_pivot(cells: dict[tuple[str, str], str], row_label: str = "method", title: str | None = None) -> str:
+    """Display :func:`pivot_table` as Markdown in a notebook (plain text elsewhere)."""
+    text = pivot_table(cells, row_label, title)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:  # pragma: no cover
+        print(text)
+    return text

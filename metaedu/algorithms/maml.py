@@ -197,7 +197,9 @@ class MAML(nn.Module):
     Args:
         model: the network f_theta (e.g. ``MLP((1, 40, 40, 1))`` or ``Conv4(n_classes=5,
             track_running_stats=False)``); its parameters are theta.
-        loss: ``"mse"`` (regression) or ``"cross_entropy"`` (classification).
+        loss: ``"mse"`` (regression), ``"cross_entropy"`` (classification), or a function
+            ``(outputs [tasks, n, out], targets) -> [tasks]`` giving each task's mean loss (e.g. GrBAL's
+            Gaussian negative log-likelihood, :func:`metaedu.rl.dynamics.gaussian_nll`).
         inner_lr: alpha (Meta-SGD's initial value of every learned alpha).
         first_order: drop the second derivatives in the meta-gradient.
         meta_sgd: learn one alpha per parameter entry.
@@ -214,8 +216,8 @@ class MAML(nn.Module):
     def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01, first_order: bool = False,
                  meta_sgd: bool = False, anil: bool = False, task_chunk: int | None = None) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if not callable(loss) and loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a function (outputs, targets) -> [tasks], got {loss!r}")
         if not inner_lr > 0:
             raise ValueError(f"inner_lr (alpha) must be positive, got {inner_lr!r}")
         check_batch_norm(model)
@@ -247,7 +249,8 @@ class MAML(nn.Module):
         at test time pass ``False``. With ``keep_path`` the list of weights after
         0, 1, ..., ``steps`` steps is returned instead. ``start`` (``{name: [tasks, ...]}``)
         begins each task from its own weights instead of theta (PLATIPUS starts from a
-        sampled theta, ARML from a gated theta_0); gradients flow back into ``start``.
+        sampled theta, ARML from a gated theta_0; lecture 10's dynamic evaluation continues from
+        its last adapted weights, detached); gradients flow back into ``start``.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
@@ -333,8 +336,10 @@ class MAML(nn.Module):
             return batched_forward(self.model, fast, x_query)
 
 
-def task_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+def task_loss(out: torch.Tensor, y: torch.Tensor, loss) -> torch.Tensor:
     """Mean loss of each task: outputs ``[tasks, n, out]`` and targets -> ``[tasks]``."""
+    if callable(loss):
+        return loss(out, y)
     if loss == "mse":
         if out.shape != y.shape:
             raise ValueError(f"outputs {tuple(out.shape)} and targets {tuple(y.shape)} differ in shape")
