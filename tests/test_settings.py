@@ -56,6 +56,10 @@ BAD = {
     "GrBALSettings": {"past": 0},
     "MAMLRLSettings": {"episodes": 1},
     "CuriositySettings": {"lr": 0.0},
+    "GNNSettings": {"unlabelled": "ignore"},
+    "TwentyWayGNNSettings": {"labelled_shots": 2},
+    "SemiSupervisedGNNSettings": {"choice": "best"},
+    "ARMLSettings": {"vertices": 0},
 }
 
 
