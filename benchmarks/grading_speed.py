@@ -1,7 +1,9 @@
 """Grading speed: 30 copies of one correct submission, graded with 1 and with 2 jobs.
 
-Prints wall-clock seconds per submission for each job count and the CPU seconds the whole
-grading took (the grader and every sandboxed process it waited for).
+Prints, for each job count, submissions graded per minute (wall clock) and the CPU seconds per
+submission: the grader's own plus every sandboxed process it waited for. Wall-clock figures
+depend on what else the machine runs; compare them only between runs on the same machine at
+the same time (run the old and the new grader back to back).
 
     python benchmarks/grading_speed.py [--assignment episodes_protonet] [--copies 30] [--jobs 1 2]
 """
@@ -55,17 +57,18 @@ def main() -> int:
     rows = []
     for jobs in args.jobs:
         start, cpu0 = time.perf_counter(), cpu_seconds()
-        results = grader.grade_folder(submissions, args.assignment, work / f"out{jobs}", grader.Settings(jobs=jobs))
+        results = grader.grade_folder(submissions, args.assignment, work / f"out{jobs}", grader.Settings(jobs=jobs, progress=False))
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
         statuses = {r["status"] for r in results}
         full = all(r["score"] == r["max_score"] for r in results)
-        rows.append({"jobs": jobs, "copies": args.copies, "wall_s_per_submission": round(wall / args.copies, 2),
-                     "cpu_s_per_submission": round(cpu / args.copies, 2), "statuses": sorted(statuses), "all_full_marks": full})
+        rows.append({"jobs": jobs, "copies": args.copies, "per_minute": round(60 * args.copies / wall, 2),
+                     "wall_s_per_submission": round(wall / args.copies, 2), "cpu_s_per_submission": round(cpu / args.copies, 2),
+                     "statuses": sorted(statuses), "all_full_marks": full})
         print(json.dumps(rows[-1]), flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"{'jobs':>4}  {'wall s / submission':>20}  {'CPU s / submission':>19}")
+    print(f"{'jobs':>4}  {'submissions / min':>18}  {'wall s / submission':>20}  {'CPU s / submission':>19}")
     for row in rows:
-        print(f"{row['jobs']:>4}  {row['wall_s_per_submission']:>20}  {row['cpu_s_per_submission']:>19}")
+        print(f"{row['jobs']:>4}  {row['per_minute']:>18}  {row['wall_s_per_submission']:>20}  {row['cpu_s_per_submission']:>19}")
     return 0 if all(r["all_full_marks"] for r in rows) else 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _assign(args: argparse.Namespace) -> int:
@@ -15,12 +16,25 @@ def _assign(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from metaedu.grading import limits, sandbox
     from metaedu.grading.grader import Settings, grade_folder, summary
-    from metaedu.grading.sandbox import mode
 
-    settings = Settings(jobs=args.jobs, stage_a_cpu_s=args.cpu_limit, progress=not args.no_progress)
-    print(f"sandbox: {mode()}")
-    results = grade_folder(args.submissions, args.assignment, args.out, settings)
+    settings = Settings(jobs=args.jobs, stage_a_cpu_s=args.cpu_limit, memory_mb=args.memory_mb, seed=args.seed,
+                        unsafe_no_sandbox=args.unsafe_no_sandbox, progress=not args.no_progress)
+    try:
+        how = sandbox.require_isolation(args.unsafe_no_sandbox)
+    except sandbox.SandboxUnavailable as err:
+        print(f"metaedu grade: {err}", file=sys.stderr)
+        return 2
+    if how == "none":
+        print("sandbox: NONE -- students' code runs with no isolation (--unsafe-no-sandbox)", file=sys.stderr)
+    else:
+        print(f"sandbox: bubblewrap; per-submission limits: {limits.mechanism()}")
+    try:
+        results = grade_folder(args.submissions, args.assignment, args.out, settings)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"metaedu grade: {err}", file=sys.stderr)
+        return 2
     print(summary(results))
     print(f"gradebook written to {args.out}/gradebook.csv")
     return 0
@@ -41,5 +55,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     grade.add_argument("--cpu-limit", type=float, default=None,
                        help="CPU seconds a whole notebook may use, all its processes together (default: the assignment's)")
+    grade.add_argument("--memory-mb", type=int, default=3072, help="memory of one submission, all its processes together")
+    grade.add_argument("--seed", type=int, default=None, help="seed of the hidden tests' inputs (default: a fresh one per run)")
+    grade.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="grade even where bubblewrap cannot isolate students' code (no isolation at all)")
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     grade.set_defaults(func=_grade)
