@@ -86,19 +86,31 @@ def main() -> int:
     print(f"CPU time measured with {meter.how}", flush=True)
     for jobs in args.jobs:
         start, cpu0 = time.perf_counter(), meter.seconds()
-        results = grader.grade_folder(submissions, args.assignment, work / f"out{jobs}", grader.Settings(jobs=jobs, progress=False))
+        results = grader.grade_folder(
+            submissions, args.assignment, work / f"out{jobs}", grader.Settings(jobs=jobs, progress=False)
+        )
         wall, cpu = time.perf_counter() - start, meter.seconds() - cpu0
         statuses = {r["status"] for r in results}
         full = all(r["score"] == r["max_score"] for r in results)
-        rows.append({"jobs": jobs, "copies": args.copies, "per_minute": round(60 * args.copies / wall, 2),
-                     "wall_s_per_submission": round(wall / args.copies, 2), "cpu_s_per_submission": round(cpu / args.copies, 2),
-                     "statuses": sorted(statuses), "all_full_marks": full})
+        rows.append(
+            {
+                "jobs": jobs,
+                "copies": args.copies,
+                "per_minute": round(60 * args.copies / wall, 2),
+                "wall_s_per_submission": round(wall / args.copies, 2),
+                "cpu_s_per_submission": round(cpu / args.copies, 2),
+                "statuses": sorted(statuses),
+                "all_full_marks": full,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     meter.close()
     shutil.rmtree(work, ignore_errors=True)
     print(f"{'jobs':>4}  {'submissions / min':>18}  {'wall s / submission':>20}  {'CPU s / submission':>19}")
     for row in rows:
-        print(f"{row['jobs']:>4}  {row['per_minute']:>18}  {row['wall_s_per_submission']:>20}  {row['cpu_s_per_submission']:>19}")
+        print(
+            f"{row['jobs']:>4}  {row['per_minute']:>18}  {row['wall_s_per_submission']:>20}  {row['cpu_s_per_submission']:>19}"
+        )
     return 0 if all(r["all_full_marks"] for r in rows) else 1
 
 

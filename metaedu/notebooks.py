@@ -67,8 +67,13 @@ def parameters_cell_index(nb) -> int | None:
     return None
 
 
-def run_notebook(path: Path, out_dir: Path, mode: str = "quick", device: str = "auto", cell_timeout: int | None = None) -> RunResult:
-    """Execute one notebook with papermill and render it; never raises for a failing cell."""
+def run_notebook(path: Path, out_dir: Path, mode: str = "quick", device: str = "auto", cell_timeout: int | None = None,
+                 cwd: Path | None = None) -> RunResult:
+    """Execute one notebook with papermill and render it; never raises for a failing cell.
+
+    The kernel runs in ``cwd`` (default: the notebook's folder), so a copy of a lecture written
+    elsewhere (a student version) can still find the course's relative paths.
+    """
     import nbformat
     import papermill as pm
 
@@ -81,12 +86,15 @@ def run_notebook(path: Path, out_dir: Path, mode: str = "quick", device: str = "
         cell_timeout = QUICK_CELL_TIMEOUT
     start = time.perf_counter()
     error = ""
+    # the kernel inherits this environment: no progress bars in saved outputs (see runtime.progress_bars)
+    saved_progress = os.environ.get("METAEDU_PROGRESS")
+    os.environ["METAEDU_PROGRESS"] = "0"
     try:
         pm.execute_notebook(
             str(path),
             str(output),
             parameters={"MODE": mode, "DEVICE": device},
-            cwd=str(path.parent),
+            cwd=str(cwd or path.parent),
             execution_timeout=cell_timeout,
             progress_bar=False,
             log_output=False,
@@ -98,6 +106,11 @@ def run_notebook(path: Path, out_dir: Path, mode: str = "quick", device: str = "
         error = f"cell {index} ({first_line!r}): {err.ename}: {err.evalue}"
     except Exception as err:  # kernel died, timeout, unreadable notebook ...
         error = f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    finally:
+        if saved_progress is None:
+            os.environ.pop("METAEDU_PROGRESS", None)
+        else:
+            os.environ["METAEDU_PROGRESS"] = saved_progress
     seconds = time.perf_counter() - start
     html = None
     if output.exists():
@@ -130,11 +143,7 @@ def summary_table(results: list[RunResult]) -> str:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    try:
-        notebooks = find_notebooks(args.notebooks)
-    except FileNotFoundError as err:
-        print(f"metaedu run: {err}", file=sys.stderr)
-        return 2
+    notebooks = find_notebooks(args.notebooks)  # a name matching no lecture: one line and exit 2 (metaedu.cli)
     out = Path(args.out)
     results = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb", file=sys.stderr)

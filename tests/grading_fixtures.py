@@ -87,13 +87,13 @@ def fork_bomb() -> dict:
 
 
 # a loss that needs none of the other answers (so that each recon answer stands alone)
-STANDALONE_LOSS = '''def prototype_loss(z_support, y_support, z_query, y_query, n_way):
+STANDALONE_LOSS = """def prototype_loss(z_support, y_support, z_query, y_query, n_way):
     one_hot = F.one_hot(y_support, n_way).to(z_support.dtype)
     protos = (one_hot.transpose(1, 2) @ z_support) / one_hot.sum(1)[..., None]
     logits = -((z_query[:, :, None, :] - protos[:, None, :, :]) ** 2).sum(-1)
     loss = F.cross_entropy(logits.flatten(0, 1), y_query.flatten())
     return loss, (logits.argmax(-1) == y_query).to(logits.dtype).mean()
-'''
+"""
 
 
 def recon(ctx: Context) -> dict:
@@ -109,7 +109,7 @@ def recon(ctx: Context) -> dict:
     known = [assignment.folder / "grader_tests.py", assignment.solution]
     others = [ctx.submissions / "correct.ipynb"] + [out / "gradebook.csv" for out in ctx.outs]
     targets = [("127.0.0.1", ctx.port)] + ([(ctx.host_ip, ctx.port)] if ctx.host_ip else [])
-    code = textwrap.dedent(f'''
+    code = textwrap.dedent(f"""
         import glob, os, subprocess, time
         import socket, _socket
         FOUND = {{"tests": [], "others": [], "net": []}}
@@ -154,7 +154,7 @@ def recon(ctx: Context) -> dict:
                 except OSError:
                     pass
         print(FOUND)
-    ''')
+    """)
     data = student()
     sources = solutions()
     wrap = lambda condition, source: f"if FOUND[{condition!r}]:\n" + textwrap.indent(source, "    ")  # noqa: E731
@@ -168,7 +168,9 @@ def write_results(ctx: Context) -> dict:
     """Forge the sandbox's result files, write the grader's files, and leave a late writer behind."""
     forged_row = "correct.ipynb,ok,13,13\\n"
     paths = [str(out / "gradebook.csv") for out in ctx.outs]
-    return prepend(student(), textwrap.dedent(f'''
+    return prepend(
+        student(),
+        textwrap.dedent(f"""
         import json, os, subprocess
         import numpy as np
         os.makedirs("out", exist_ok=True)
@@ -183,7 +185,8 @@ def write_results(ctx: Context) -> dict:
         # a writer that drops the sandbox's environment and waits for the grader to finish
         late = "; ".join(f"echo {forged_row.strip()} >> {{p}}" for p in {paths!r})
         subprocess.Popen(["env", "-i", "sh", "-c", f"sleep 5; {{late}}; sleep {MARK}"], start_new_session=True)
-    '''))
+    """),
+    )
 
 
 def plant(ctx: Context) -> dict:
@@ -193,7 +196,9 @@ def plant(ctx: Context) -> dict:
     its profile from, and a System V shared-memory segment holding the answers' sources.
     """
     payload = "\n\n".join(solutions().values())
-    return append(solve(student()), textwrap.dedent(f'''
+    return append(
+        solve(student()),
+        textwrap.dedent(f"""
         import ctypes, os
         _sabotage = "raise SystemExit('planted by another submission')\\n"
         for _base in ("/tmp/ipython", os.path.expanduser("~/.ipython"), os.environ.get("IPYTHONDIR", ""), "/tmp", "/dev/shm"):
@@ -213,24 +218,32 @@ def plant(ctx: Context) -> dict:
             _addr = _libc.shmat(_id, None, 0)
             ctypes.memmove(_addr, _data + b"\\0", len(_data) + 1)
             _libc.shmdt(ctypes.c_void_p(_addr))
-    '''), "answer-loss")
+    """),
+        "answer-loss",
+    )
 
 
 def use_shared_memory() -> dict:
     """An unanswered notebook that runs whatever answers an earlier submission left in shared memory."""
-    return append(student(), textwrap.dedent(f'''
+    return append(
+        student(),
+        textwrap.dedent(f"""
         import ctypes
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.shmat.restype = ctypes.c_void_p
         _id = _libc.shmget({int(MARK)}, 0, 0)
         if _id >= 0:  # the answers another submission left: they replace this notebook's stubs
             exec(ctypes.string_at(_libc.shmat(_id, None, 0)).decode())
-    '''), "answer-loss")
+    """),
+        "answer-loss",
+    )
 
 
 def memory_children() -> dict:
     """Solved; three child processes of 900 MB each, every one under the per-process limit (finding 4)."""
-    return prepend(solve(student()), textwrap.dedent(f'''
+    return prepend(
+        solve(student()),
+        textwrap.dedent(f"""
         import subprocess, sys
         _hog = "import sys, time; b = b'x' * (900 * 2**20); print('ready', flush=True); time.sleep(600)  # {MARK}"
         _hogs = [subprocess.Popen([sys.executable, "-c", _hog], stdout=subprocess.PIPE) for _ in range(3)]
@@ -238,12 +251,13 @@ def memory_children() -> dict:
             _p.stdout.readline()
         for _p in _hogs:
             _p.wait()
-    '''))
+    """),
+    )
 
 
 def result_bomb() -> dict:
     """Answers that, when the grader calls them, write result files that decompress to 1.6 GB (finding 5)."""
-    bomb = textwrap.dedent('''
+    bomb = textwrap.dedent("""
         import json, os, shutil, sys, zipfile
         import numpy as np
 
@@ -280,7 +294,7 @@ def result_bomb() -> dict:
         def prototype_loss(*args):
             _bomb()
             raise NotImplementedError
-    ''')
+    """)
     data = student()
     cell(data, "answer-prototypes")["source"] = bomb
     cell(data, "answer-distances")["source"] = "pass"
@@ -290,7 +304,9 @@ def result_bomb() -> dict:
 
 def forged_status() -> dict:
     """Solved, then forge a status (and a formula as its reason) and kill the notebook's runner (finding 10)."""
-    return append(solve(student()), textwrap.dedent('''
+    return append(
+        solve(student()),
+        textwrap.dedent("""
         import json, os, signal
         _forged = {"status": "ok", "reason": '=HYPERLINK("http://example.invalid","details")'}
         os.makedirs("out", exist_ok=True)
@@ -307,12 +323,14 @@ def forged_status() -> dict:
             except OSError:
                 pass
         os.kill(_runner, signal.SIGKILL)
-    '''), "answer-loss")
+    """),
+        "answer-loss",
+    )
 
 
 def leak_inputs() -> dict:
     """Answers that put their arguments and every file they can see into their errors (finding 9)."""
-    leak = textwrap.dedent('''
+    leak = textwrap.dedent("""
         import glob, os
 
         def _leak(*args):
@@ -328,7 +346,7 @@ def leak_inputs() -> dict:
 
         def prototype_loss(*args):
             _leak(*args)
-    ''')
+    """)
     data = student()
     cell(data, "answer-prototypes")["source"] = leak
     cell(data, "answer-distances")["source"] = "pass"
@@ -380,11 +398,21 @@ def helper_cell() -> dict:
     data = solve(student())
     index = data["cells"].index(cell(data, "answer-prototypes"))
     helper = "def class_sums(z_support, y_support, n_way):\n    one_hot = F.one_hot(y_support, n_way).to(z_support.dtype)\n    return one_hot.transpose(1, 2) @ z_support, one_hot.sum(1)\n"
-    data["cells"].insert(index, {"cell_type": "code", "id": "my-helper", "metadata": {}, "source": helper,
-                                 "outputs": [], "execution_count": None})
+    data["cells"].insert(
+        index,
+        {
+            "cell_type": "code",
+            "id": "my-helper",
+            "metadata": {},
+            "source": helper,
+            "outputs": [],
+            "execution_count": None,
+        },
+    )
     cell(data, "answer-prototypes")["source"] = (
         "def prototypes(z_support, y_support, n_way):\n    sums, counts = class_sums(z_support, y_support, n_way)\n"
-        "    return sums / counts[..., None]\n")
+        "    return sums / counts[..., None]\n"
+    )
     return data
 
 
@@ -402,13 +430,31 @@ def fixtures(ctx: Context) -> dict[str, Fixture]:
         "    def __array__(self, *a, **k):\n        raise TypeError('no numbers here')\n"
     )
     data = student()
-    for cell_id, function in (("answer-prototypes", "prototypes"), ("answer-distances", "squared_distances"), ("answer-loss", "prototype_loss")):
+    for cell_id, function in (
+        ("answer-prototypes", "prototypes"),
+        ("answer-distances", "squared_distances"),
+        ("answer-loss", "prototype_loss"),
+    ):
         cell(data, cell_id)["source"] = always_equal + f"def {function}(*args, **kwargs):\n    return Anything()\n"
     fixtures["eq_always_true"] = Fixture(data, {"ok", "cell_error"}, 0, 0)  # the demo cell cannot unpack it
-    fixtures["showtraceback"] = Fixture(prepend(student(), "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\nip._showtraceback = lambda *a, **k: None"), {"ok"}, 0, 0)
-    fixtures["input_transformer"] = Fixture(prepend(student(), (
-        "def _swallow(lines):\n    return ['pass\\n']\nget_ipython().input_transformers_cleanup.append(_swallow)"
-    )), {"ok", "cell_error"}, 0, 0)
+    fixtures["showtraceback"] = Fixture(
+        prepend(
+            student(),
+            "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\nip._showtraceback = lambda *a, **k: None",
+        ),
+        {"ok"},
+        0,
+        0,
+    )
+    fixtures["input_transformer"] = Fixture(
+        prepend(
+            student(),
+            ("def _swallow(lines):\n    return ['pass\\n']\nget_ipython().input_transformers_cleanup.append(_swallow)"),
+        ),
+        {"ok", "cell_error"},
+        0,
+        0,
+    )
     data = student()
     for c in data["cells"]:
         c.setdefault("metadata", {})["tags"] = ["skip-execution", "raises-exception"]
@@ -425,37 +471,85 @@ def fixtures(ctx: Context) -> dict[str, Fixture]:
     data = student()
     for c in data["cells"]:
         c["metadata"]["tags"] = [t for t in c["metadata"].get("tags", []) if t != "parameters"]
-    data["cells"].insert(2, {"cell_type": "code", "id": "fake", "metadata": {"tags": ["injected-parameters"]},
-                             "source": "SEED = 123\nprint('PASS')", "outputs": [], "execution_count": None})
+    data["cells"].insert(
+        2,
+        {
+            "cell_type": "code",
+            "id": "fake",
+            "metadata": {"tags": ["injected-parameters"]},
+            "source": "SEED = 123\nprint('PASS')",
+            "outputs": [],
+            "execution_count": None,
+        },
+    )
     fixtures["parameters_tampering"] = Fixture(data, {"ok"}, 0, 0)
     fixtures["os_exit"] = Fixture(prepend(solve(student()), "import os\nos._exit(0)"), {"kernel_died"}, 0, 0)
-    fixtures["infinite_loop"] = Fixture(prepend(solve(student()), (
-        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "while True:\n    pass"
-    )), {"timeout"}, 0, 0)
-    fixtures["memory_bomb"] = Fixture(prepend(solve(student()), (
-        "hog = []\nwhile True:\n    hog.append(bytearray(256 * 2**20))"
-    )), {"oom", "kernel_died"}, 0, 0)
+    fixtures["infinite_loop"] = Fixture(
+        prepend(
+            solve(student()),
+            (
+                "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "while True:\n    pass"
+            ),
+        ),
+        {"timeout"},
+        0,
+        0,
+    )
+    fixtures["memory_bomb"] = Fixture(
+        prepend(solve(student()), ("hog = []\nwhile True:\n    hog.append(bytearray(256 * 2**20))")),
+        {"oom", "kernel_died"},
+        0,
+        0,
+    )
     # the process limit makes os.fork() fail in the bombed answer cell: an ordinary cell error,
     # and the answer that does not depend on that cell (the distances: 3 points) still scores
     fixtures["fork_bomb"] = Fixture(fork_bomb(), {"cell_error"}, points("distances"), points("distances"))
-    fixtures["background_process"] = Fixture(prepend(solve(student()), (
-        f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
-        f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{MARK}1'])"
-    )), {"ok"}, full, full)
+    fixtures["background_process"] = Fixture(
+        prepend(
+            solve(student()),
+            (
+                f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
+                f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{MARK}1'])"
+            ),
+        ),
+        {"ok"},
+        full,
+        full,
+    )
     # the full disk fails the bombed cell (a cell error); the distances answer still scores
-    fixtures["fill_the_disk"] = Fixture(prepend(solve(student()), (
-        "import os\nfor folder in ('.', '/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~')):\n"
-        "    for i in range(1000):\n        with open(os.path.join(folder, f'fill{i}'), 'wb') as fh:\n"
-        "            fh.write(b'x' * 2**26)"
-    )), {"cell_error"}, points("distances"), points("distances"))
-    fixtures["stdout_flood"] = Fixture(prepend(solve(student()), "for _ in range(20000):\n    print('x' * 1000)"), {"ok"}, full, full)
+    fixtures["fill_the_disk"] = Fixture(
+        prepend(
+            solve(student()),
+            (
+                "import os\nfor folder in ('.', '/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~')):\n"
+                "    for i in range(1000):\n        with open(os.path.join(folder, f'fill{i}'), 'wb') as fh:\n"
+                "            fh.write(b'x' * 2**26)"
+            ),
+        ),
+        {"cell_error"},
+        points("distances"),
+        points("distances"),
+    )
+    fixtures["stdout_flood"] = Fixture(
+        prepend(solve(student()), "for _ in range(20000):\n    print('x' * 1000)"), {"ok"}, full, full
+    )
     fixtures["write_results"] = Fixture(write_results(ctx), {"ok"}, 0, 0)
-    fixtures["fake_pass_output"] = Fixture(prepend(student(), (
-        "for name in ('prototypes', 'distances', 'loss'):\n    print(f'✓ {name}: PASS')\nprint('Score: 13 / 13  PASS')"
-    )), {"ok"}, 0, 0)
+    fixtures["fake_pass_output"] = Fixture(
+        prepend(
+            student(),
+            (
+                "for name in ('prototypes', 'distances', 'loss'):\n    print(f'✓ {name}: PASS')\nprint('Score: 13 / 13  PASS')"
+            ),
+        ),
+        {"ok"},
+        0,
+        0,
+    )
     fixtures["not_a_notebook"] = Fixture(b"\x00\x01 this is not json", {"invalid_notebook"}, 0, 0)
-    fixtures["too_large"] = Fixture(b'{"nbformat": 4, "cells": [], "pad": "' + b"x" * (40 * 2**20) + b'"}', {"invalid_notebook"}, 0, 0)
+    fixtures["too_large"] = Fixture(
+        b'{"nbformat": 4, "cells": [], "pad": "' + b"x" * (40 * 2**20) + b'"}', {"invalid_notebook"}, 0, 0
+    )
     # issue 17
     fixtures["recon"] = Fixture(recon(ctx), {"ok", "cell_error"}, 0, 0)
     fixtures["aa_plant"] = Fixture(plant(ctx), {"ok"}, full, full, sequential=True)

@@ -34,8 +34,15 @@ NOBODY = 65534
 CANARY_UID = 61000  # the old grader killed every process of uids 61000 + slot
 # small CPU budgets keep the suite short (the infinite loop uses all of stage A's); generous
 # wall-clock backstops, which only code that sleeps or waits should reach; 2 GB per submission
-SETTINGS = {"jobs": 1, "stage_a_cpu_s": 20, "stage_b_cpu_s": 20, "stage_a_wall_s": 240, "stage_b_wall_s": 120,
-            "memory_mb": 2048, "progress": False}
+SETTINGS = {
+    "jobs": 1,
+    "stage_a_cpu_s": 20,
+    "stage_b_cpu_s": 20,
+    "stage_a_wall_s": 240,
+    "stage_b_wall_s": 120,
+    "memory_mb": 2048,
+    "progress": False,
+}
 GRADE = """
 import json, resource, sys
 from metaedu.grading import grader
@@ -122,17 +129,36 @@ def _grader(job: dict, user: str) -> subprocess.Popen:
         import metaedu
 
         needed = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(metaedu.__file__))]
-        command = ["bwrap", "--dev-bind", "/", "/", *_view(needed), "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                   "--", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--", *command]
+        command = [
+            "bwrap",
+            "--dev-bind",
+            "/",
+            "/",
+            *_view(needed),
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--",
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+            *command,
+        ]
     env = {**os.environ, "TMPDIR": job["tmp"], "HOME": job["tmp"], "METAEDU_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, errors="replace")
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, errors="replace"
+    )
 
 
 def _finish(proc: subprocess.Popen) -> tuple[list[dict], int]:
     out, err = proc.communicate()
     line = next((x for x in out.splitlines() if x.startswith("RESULTS ")), None)
     assert proc.returncode == 0 and line, f"the grader failed (code {proc.returncode}):\n{err[-4000:]}"
-    report = json.loads(line[len("RESULTS "):])
+    report = json.loads(line[len("RESULTS ") :])
     return report["results"], report["maxrss_kb"]
 
 
@@ -182,10 +208,22 @@ def test_attack_suite(tmp_path, user):
             os.chown(path, NOBODY, NOBODY)
     helpers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", secret])]
     if os.geteuid() == 0:  # an account in the uid range the old grader killed
-        helpers.append(subprocess.Popen(["setpriv", f"--reuid={CANARY_UID}", f"--regid={CANARY_UID}", "--clear-groups", "sleep", "3600"]))
+        helpers.append(
+            subprocess.Popen(
+                ["setpriv", f"--reuid={CANARY_UID}", f"--regid={CANARY_UID}", "--clear-groups", "sleep", "3600"]
+            )
+        )
     try:
-        jobs = {key: {"submissions": str(folders[key]), "out": str(runs[key]), "tmp": str(base / "tmp"), "settings": SETTINGS,
-                      "assignment": gf.NAME if key != "lib" else "lrua_memory"} for key in runs}
+        jobs = {
+            key: {
+                "submissions": str(folders[key]),
+                "out": str(runs[key]),
+                "tmp": str(base / "tmp"),
+                "settings": SETTINGS,
+                "assignment": gf.NAME if key != "lib" else "lrua_memory",
+            }
+            for key in runs
+        }
         procs = {key: _grader(job, user) for key, job in jobs.items()}
         finished = {key: _finish(proc) for key, proc in procs.items()}
         time.sleep(6)  # a writer left behind would have written by now (it waits 5 s)
@@ -205,11 +243,15 @@ def test_attack_suite(tmp_path, user):
             by_exercise = {t["exercise"]: 0.0 for t in r["tests"]}
             for t in r["tests"]:
                 by_exercise[t["exercise"]] += t["score"]
-            problems.append(f"{name}: {r['status']} {r['score']} (expected {sorted(f.statuses)}, {f.low}..{f.high}) "
-                            f"by exercise {by_exercise}: {r['reason'][:300]}")
+            problems.append(
+                f"{name}: {r['status']} {r['score']} (expected {sorted(f.statuses)}, {f.low}..{f.high}) "
+                f"by exercise {by_exercise}: {r['reason'][:300]}"
+            )
     (library,) = finished["lib"][0]
     if library["status"] not in ("ok", "cell_error") or library["score"] != 0:
-        problems.append(f"library_answers: {library['status']} {library['score']} (expected 0): {library['reason'][:300]}")
+        problems.append(
+            f"library_answers: {library['status']} {library['score']} (expected 0): {library['reason'][:300]}"
+        )
     assert not problems, "\n".join(problems)
     assert not left, f"processes outlived the grading: {left}"
     assert all(canary_alive), "the grader killed a process that was not its own"
@@ -238,8 +280,12 @@ def test_attack_suite(tmp_path, user):
     GRADED[user] = results
     other = GRADED.get("root" if user == "unprivileged" else "unprivileged")
     if other is not None:
-        differ = [name for name in fixtures if (results[name]["status"], [t["score"] for t in results[name]["tests"]])
-                  != (other[name]["status"], [t["score"] for t in other[name]["tests"]])]
+        differ = [
+            name
+            for name in fixtures
+            if (results[name]["status"], [t["score"] for t in results[name]["tests"]])
+            != (other[name]["status"], [t["score"] for t in other[name]["tests"]])
+        ]
         assert not differ, f"root and unprivileged grading disagree on {differ}"
     if user == "unprivileged":
         shutil.rmtree(base, ignore_errors=True)

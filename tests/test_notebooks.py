@@ -6,13 +6,15 @@ import ast
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from lecture_bar import BAR_PENDING, output_problems, structure_problems, verdict_problems
+from metaedu import verdicts
 from metaedu.notebooks import lectures_dir, parameters_cell_index, run_notebook
+from metaedu.runtime import cache_dir
 
 LECTURES = sorted(lectures_dir().glob("[0-9][0-9]_*.ipynb"))
 IDS = [p.stem for p in LECTURES]
@@ -62,11 +64,21 @@ def test_exercise_cells_follow_the_convention(path):
         assert meta.get("exercise") in ids and int(meta.get("points", 0)) > 0
 
 
+@pytest.mark.parametrize("path", LECTURES, ids=IDS)
+def test_meets_the_lecture_bar_as_stored(path):
+    """Two graded exercises and a slide-coverage table (lecture bar, items 1 and 8)."""
+    if path.stem in BAR_PENDING:
+        pytest.xfail(f"{path.stem} is being brought up to the lecture bar (issue 14)")
+    problems = structure_problems(nbformat.read(path, as_version=4))
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LECTURES, ids=IDS)
 def test_runs_top_to_bottom_in_quick_mode(path, tmp_path):
     os.environ["METAEDU_STRICT_CHECKS"] = "1"
-    result = run_notebook(path, tmp_path, mode="quick", device="cpu", cell_timeout=CELL_TIMEOUT)
+    # executed copies are kept under the cache: the book test (run last) builds the site from them
+    result = run_notebook(path, cache_dir() / "executed", mode="quick", device="cpu", cell_timeout=CELL_TIMEOUT)
     print(f"{path.name}: {result.status} in {result.seconds:.1f} s")
     assert result.status == "ok", f"{path.name} failed: {result.error}"
     executed = nbformat.read(result.output, as_version=4)
@@ -75,6 +87,12 @@ def test_runs_top_to_bottom_in_quick_mode(path, tmp_path):
     assert result.html is not None and result.html.stat().st_size > 10_000
     images = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 3, f"{path.name}: expected figures in the executed notebook, found {images}"
+    # every computed verdict agrees with the numbers it was computed from (recomputed independently)
+    inconsistent = verdicts.consistency_problems(verdicts.records_in(executed))
+    assert not inconsistent, f"{path.name}: " + "; ".join(inconsistent)
+    if path.stem not in BAR_PENDING:
+        problems = output_problems(executed) + verdict_problems(executed)
+        assert not problems, f"{path.name} (lecture bar): " + "; ".join(problems[:10])
 
 
 def _write(path: Path, cells: list[tuple[str, str, list[str]]]) -> Path:
@@ -100,12 +118,10 @@ def test_metaedu_run_reports_success_and_names_the_failing_cell(tmp_path):
         ("code", "raise ValueError('broken on purpose')", []),
     ])
     out = tmp_path / "out"
-    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "metaedu.cli", "run", str(good), str(bad), "--mode", "quick", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
-    assert time.perf_counter() - start < 300
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "00_good.ipynb" in proc.stdout and "ok" in proc.stdout
     assert "FAILED 01_bad.ipynb" in proc.stdout and "ValueError: broken on purpose" in proc.stdout

@@ -13,6 +13,11 @@
 
 In the instructor's notebook (and in the test suite, ``METAEDU_STRICT_CHECKS=1``)
 a failing check raises, so a broken reference solution cannot go unnoticed.
+
+**Cells after an exercise run whether or not it is solved** (the student version must run top
+to bottom). A later cell that needs the exercise's function takes it through
+:func:`answer_or_reference`: the student's function when every check of that exercise
+passed, otherwise the package's reference implementation, with a line saying so.
 """
 
 from __future__ import annotations
@@ -22,17 +27,28 @@ import traceback
 from typing import Callable
 
 RESULTS: list[tuple[str, bool, str]] = []
+#: Exercise id -> whether every check of it passed so far (checks given ``exercise=``).
+EXERCISES: dict[str, bool] = {}
 
 
 def strict() -> bool:
     return os.environ.get("METAEDU_STRICT_CHECKS", "") not in ("", "0", "false")
 
 
-def check(description: str, test: Callable[[], object]) -> bool:
-    """Run one visible test; print ✓ or ✗ with the reason; return whether it passed.
+def check(description: str, test: Callable[[], object], exercise: str | None = None) -> None:
+    """Run one visible test and print ✓ or ✗ with the reason.
 
-    ``test`` raises (an ``AssertionError`` or anything else) when the answer is wrong.
+    ``test`` raises (an ``AssertionError`` or anything else) when the answer is wrong. The
+    outcome is recorded in :data:`RESULTS` (and, with ``exercise`` = the exercise id, in
+    :data:`EXERCISES` for :func:`answer_or_reference`); nothing is returned, so a check at the
+    end of a cell echoes nothing.
     """
+    passed = _run_check(description, test)
+    if exercise is not None:
+        EXERCISES[exercise] = EXERCISES.get(exercise, True) and passed
+
+
+def _run_check(description: str, test: Callable[[], object]) -> bool:
     try:
         test()
     except NotImplementedError:
@@ -52,3 +68,20 @@ def check(description: str, test: Callable[[], object]) -> bool:
     RESULTS.append((description, True, ""))
     print(f"✓ {description}")
     return True
+
+
+def answer_or_reference(exercise: str, answer: Callable, reference: Callable) -> Callable:
+    """The student's ``answer`` if every check of ``exercise`` passed, else the package's ``reference``.
+
+    Prints which one the following cells use, so a student whose exercise is unfinished sees
+    that the rest of the notebook runs on the reference implementation.
+    """
+    name = getattr(reference, "__qualname__", repr(reference))
+    module = getattr(reference, "__module__", "")
+    if exercise not in EXERCISES:
+        print(f"ⓘ exercise {exercise!r} has not been checked yet: using the package's {module}.{name}")
+        return reference
+    if EXERCISES[exercise]:
+        return answer
+    print(f"ⓘ exercise {exercise!r} is not solved yet: the cells below use the package's {module}.{name}")
+    return reference

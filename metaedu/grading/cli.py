@@ -19,8 +19,14 @@ def _grade(args: argparse.Namespace) -> int:
     from metaedu.grading import limits, sandbox
     from metaedu.grading.grader import Settings, grade_folder, summary
 
-    settings = Settings(jobs=args.jobs, stage_a_cpu_s=args.cpu_limit, memory_mb=args.memory_mb, seed=args.seed,
-                        unsafe_no_sandbox=args.unsafe_no_sandbox, progress=not args.no_progress)
+    settings = Settings(
+        jobs=args.jobs,
+        stage_a_cpu_s=args.cpu_limit,
+        memory_mb=args.memory_mb,
+        seed=args.seed,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
+        progress=not args.no_progress,
+    )
     try:
         how = sandbox.require_isolation(args.unsafe_no_sandbox)
     except sandbox.SandboxUnavailable as err:
@@ -30,11 +36,7 @@ def _grade(args: argparse.Namespace) -> int:
         print("sandbox: NONE -- students' code runs with no isolation (--unsafe-no-sandbox)", file=sys.stderr)
     else:
         print(f"sandbox: bubblewrap; per-submission limits: {limits.mechanism()}")
-    try:
-        results = grade_folder(args.submissions, args.assignment, args.out, settings)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"metaedu grade: {err}", file=sys.stderr)
-        return 2
+    results = grade_folder(args.submissions, args.assignment, args.out, settings)  # bad input: metaedu.cli's one line
     print(summary(results))
     print(f"gradebook written to {args.out}/gradebook.csv")
     return 0
@@ -43,7 +45,9 @@ def _grade(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from metaedu.grading.spec import available
 
-    assign = sub.add_parser("assign", help="write the student version of notebooks (solutions stubbed, hidden tests removed)")
+    assign = sub.add_parser(
+        "assign", help="write the student version of notebooks (solutions stubbed, hidden tests removed)"
+    )
     assign.add_argument("notebooks", nargs="+", help="solution or lecture notebook(s) with exercise markers")
     assign.add_argument("--out", required=True, help="folder for the student versions")
     assign.set_defaults(func=_assign)
@@ -53,11 +57,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     grade.add_argument("--assignment", required=True, choices=available(), help="which assignment they answer")
     grade.add_argument("--out", required=True, help="folder for gradebook.csv and per-submission results")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
-    grade.add_argument("--cpu-limit", type=float, default=None,
-                       help="CPU seconds a whole notebook may use, all its processes together (default: the assignment's)")
-    grade.add_argument("--memory-mb", type=int, default=3072, help="memory of one submission, all its processes together")
-    grade.add_argument("--seed", type=int, default=None, help="seed of the hidden tests' inputs (default: a fresh one per run)")
-    grade.add_argument("--unsafe-no-sandbox", action="store_true",
-                       help="grade even where bubblewrap cannot isolate students' code (no isolation at all)")
+    grade.add_argument(
+        "--cpu-limit",
+        type=float,
+        default=None,
+        help="CPU seconds a whole notebook may use, all its processes together (default: the assignment's)",
+    )
+    grade.add_argument(
+        "--memory-mb", type=int, default=3072, help="memory of one submission, all its processes together"
+    )
+    grade.add_argument(
+        "--seed", type=int, default=None, help="seed of the hidden tests' inputs (default: a fresh one per run)"
+    )
+    grade.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="grade even where bubblewrap cannot isolate students' code (no isolation at all)",
+    )
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     grade.set_defaults(func=_grade)

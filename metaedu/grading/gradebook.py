@@ -56,7 +56,9 @@ def neutral(value):
 
 
 def write_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as fh:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+    ) as fh:
         fh.write(text)
     os.replace(fh.name, path)
 
@@ -76,15 +78,22 @@ class Run:
         if state_file.exists():
             state = json.loads(state_file.read_text())
             if state.get("assignment") != assignment.name or state.get("assignment_hash") != fingerprint:
-                raise ValueError(f"--out {self.out} holds the grades of {state.get('assignment')!r} "
-                                 f"(tests {state.get('assignment_hash')}); grade {assignment.name!r} into another folder")
+                raise ValueError(
+                    f"--out {self.out} holds the grades of {state.get('assignment')!r} "
+                    f"(tests {state.get('assignment_hash')}); grade {assignment.name!r} into another folder"
+                )
             if seed is not None and seed != state["seed"]:
-                raise ValueError(f"--out {self.out} was graded with seed {state['seed']}; resume with it or use another folder")
+                raise ValueError(
+                    f"--out {self.out} was graded with seed {state['seed']}; resume with it or use another folder"
+                )
             self.seed = int(state["seed"])
         else:
             self.seed = secrets.randbits(31) if seed is None else int(seed)
-            write_atomically(state_file, json.dumps({"assignment": assignment.name, "assignment_hash": fingerprint,
-                                                     "seed": self.seed}, indent=1) + "\n")
+            write_atomically(
+                state_file,
+                json.dumps({"assignment": assignment.name, "assignment_hash": fingerprint, "seed": self.seed}, indent=1)
+                + "\n",
+            )
         self.results: dict[str, dict] = {}
         for path in sorted((self.out / "submissions").glob("*/result.json")):
             try:
@@ -114,9 +123,25 @@ class Run:
         tests = [t.name for t in self.assignment.tests]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["submission", "status", "score", "max_score", *tests, "seed", "duration_s", "sha256", "reason"])
+        writer.writerow(
+            ["submission", "status", "score", "max_score", *tests, "seed", "duration_s", "sha256", "reason"]
+        )
         for r in sorted(self.results.values(), key=lambda r: r["submission"]):
             per_test = {row["test"]: row["score"] for row in r["tests"]}
-            writer.writerow([neutral(v) for v in (r["submission"], r["status"], r["score"], r["max_score"],
-                             *[per_test.get(t, 0.0) for t in tests], r["seed"], r["duration_s"], r["sha256"], r["reason"][:300])])
+            writer.writerow(
+                [
+                    neutral(v)
+                    for v in (
+                        r["submission"],
+                        r["status"],
+                        r["score"],
+                        r["max_score"],
+                        *[per_test.get(t, 0.0) for t in tests],
+                        r["seed"],
+                        r["duration_s"],
+                        r["sha256"],
+                        r["reason"][:300],
+                    )
+                ]
+            )
         return buffer.getvalue()

@@ -62,13 +62,17 @@ class Settings:
         if self.jobs < 1:
             raise ValueError(f"jobs must be at least 1, got {self.jobs}")
         if self.memory_mb < 256 or self.nproc < 16:
-            raise ValueError(f"a notebook needs at least 256 MB and 16 processes, got {self.memory_mb} MB and {self.nproc}")
+            raise ValueError(
+                f"a notebook needs at least 256 MB and 16 processes, got {self.memory_mb} MB and {self.nproc}"
+            )
 
     def limits(self, stage: str, assignment: Assignment) -> sandbox.Limits:
         cpu = (self.stage_a_cpu_s or assignment.notebook_cpu_s) if stage == "a" else self.stage_b_cpu_s
         wall = self.stage_a_wall_s if stage == "a" else self.stage_b_wall_s
         # RLIMIT_CPU of any one process only backs up the budget of the whole sandbox, which decides
-        return sandbox.Limits(cpu_budget_s=cpu, timeout_s=wall, memory_mb=self.memory_mb, nproc=self.nproc, cpu_s=int(cpu) + 30)
+        return sandbox.Limits(
+            cpu_budget_s=cpu, timeout_s=wall, memory_mb=self.memory_mb, nproc=self.nproc, cpu_s=int(cpu) + 30
+        )
 
 
 def versions() -> dict:
@@ -79,26 +83,46 @@ def versions() -> dict:
 
     import metaedu
 
-    return {"metaedu": metaedu.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "papermill": papermill.__version__, "nbformat": nbformat.__version__, "nbclient": nbclient.__version__}
+    return {
+        "metaedu": metaedu.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "papermill": papermill.__version__,
+        "nbformat": nbformat.__version__,
+        "nbclient": nbclient.__version__,
+    }
 
 
-def grade_one(assignment: Assignment, path: Path, settings: Settings, seed: int, raw: bytes | None, unread: str = "") -> dict:
+def grade_one(
+    assignment: Assignment, path: Path, settings: Settings, seed: int, raw: bytes | None, unread: str = ""
+) -> dict:
     """Grade one submission (``raw``: its bytes, None when it could not be read, ``unread`` saying why).
 
     Always returns a result (status harness_error when the grader itself fails).
     """
     start = time.monotonic()
-    result = {"submission": gradebook.shown(path.name), "assignment": assignment.name, "status": "harness_error",
-              "reason": "", "score": 0.0, "max_score": assignment.max_points(), "tests": [], "warnings": [],
-              "sha256": hashlib.sha256(raw).hexdigest() if raw is not None else "", "seed": seed,
-              "assignment_hash": assignment.fingerprint(), "sandbox": sandbox.require_isolation(settings.unsafe_no_sandbox)}
+    result = {
+        "submission": gradebook.shown(path.name),
+        "assignment": assignment.name,
+        "status": "harness_error",
+        "reason": "",
+        "score": 0.0,
+        "max_score": assignment.max_points(),
+        "tests": [],
+        "warnings": [],
+        "sha256": hashlib.sha256(raw).hexdigest() if raw is not None else "",
+        "seed": seed,
+        "assignment_hash": assignment.fingerprint(),
+        "sandbox": sandbox.require_isolation(settings.unsafe_no_sandbox),
+    }
     try:
         if raw is None:
             raise Rejected("invalid_notebook", unread)
         nb, missing, warnings = rebuild(assignment, raw)
         result["warnings"] = warnings
-        status, reason, cpu = stages.stage_a(assignment, nb, seed, settings.limits("a", assignment), settings.unsafe_no_sandbox)
+        status, reason, cpu = stages.stage_a(
+            assignment, nb, seed, settings.limits("a", assignment), settings.unsafe_no_sandbox
+        )
         result["cpu_s"] = {"stage_a": round(cpu, 2)}
         if missing and status in ("ok", "cell_error"):
             status = "missing_answer"
@@ -109,7 +133,10 @@ def grade_one(assignment: Assignment, path: Path, settings: Settings, seed: int,
             result["definition_errors"] = found.cell_errors
             result["cpu_s"]["stage_b"] = round(found.cpu_seconds, 2)
             if found.over:
-                status, reason = found.status, (reason + "; " if reason else "") + f"the tests were stopped: {found.over}"
+                status, reason = (
+                    found.status,
+                    (reason + "; " if reason else "") + f"the tests were stopped: {found.over}",
+                )
                 rows = scoring.zero(assignment, f"not scored ({status})")
             else:
                 rows = scoring.score(assignment, seed, found.results, found.errors)
@@ -117,7 +144,11 @@ def grade_one(assignment: Assignment, path: Path, settings: Settings, seed: int,
     except Rejected as rejected:
         result.update(status=rejected.status, reason=rejected.reason, tests=scoring.zero(assignment, "not graded"))
     except Exception as err:  # noqa: BLE001 - the grader's own failure must not lose the submission
-        result.update(status="harness_error", reason=f"{err.__class__.__name__}: {err}", tests=scoring.zero(assignment, "not graded"))
+        result.update(
+            status="harness_error",
+            reason=f"{err.__class__.__name__}: {err}",
+            tests=scoring.zero(assignment, "not graded"),
+        )
     result["duration_s"] = round(time.monotonic() - start, 2)
     result["versions"] = versions()
     return result
@@ -136,8 +167,13 @@ def _read(path: Path, limit: int) -> tuple[bytes | None, str]:
         return None, f"cannot be read: {err.strerror}"
 
 
-def grade_folder(submissions: str | Path, assignment_name: str, out: str | Path, settings: Settings | None = None,
-                 on_result: Callable[[dict], None] | None = None) -> list[dict]:
+def grade_folder(
+    submissions: str | Path,
+    assignment_name: str,
+    out: str | Path,
+    settings: Settings | None = None,
+    on_result: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Grade every ``*.ipynb`` in ``submissions`` into ``out``; results in file-name order.
 
     Each result is written (and the gradebook rewritten) as soon as it is graded, then passed to
@@ -163,8 +199,16 @@ def grade_folder(submissions: str | Path, assignment_name: str, out: str | Path,
 
     from tqdm.auto import tqdm
 
-    with ThreadPoolExecutor(max_workers=settings.jobs) as pool, \
-            tqdm(total=len(paths), desc=f"grading {assignment.name}", unit="notebook", disable=not settings.progress, file=sys.stderr) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=settings.jobs) as pool,
+        tqdm(
+            total=len(paths),
+            desc=f"grading {assignment.name}",
+            unit="notebook",
+            disable=not settings.progress,
+            file=sys.stderr,
+        ) as bar,
+    ):
         futures = {pool.submit(work, path): path for path in paths}
         for future in as_completed(futures):
             path, result = futures[future], future.result()
@@ -182,7 +226,9 @@ def summary(results: list[dict]) -> str:
     width = max([len(r["submission"]) for r in results] + [10])
     lines = [f"{'submission':<{width}}  {'status':<16} {'score':>11}  seconds"]
     for r in results:
-        lines.append(f"{r['submission']:<{width}}  {r['status']:<16} {r['score']:>5g} / {r['max_score']:<4g}  {r['duration_s']:>6.1f}")
+        lines.append(
+            f"{r['submission']:<{width}}  {r['status']:<16} {r['score']:>5g} / {r['max_score']:<4g}  {r['duration_s']:>6.1f}"
+        )
     counts = {s: sum(r["status"] == s for r in results) for s in STATUSES}
     lines.append("statuses: " + ", ".join(f"{s} {n}" for s, n in counts.items() if n))
     return "\n".join(lines)

@@ -79,7 +79,9 @@ def python_folders() -> list[str]:
             kept.append(path)
     for path in kept:
         if os.path.isdir(path) and os.path.exists(os.path.join(path, ".git")):
-            raise IsolationError(f"the Python installation folder {path} is a git repository; the sandbox would show it")
+            raise IsolationError(
+                f"the Python installation folder {path} is a git repository; the sandbox would show it"
+            )
     return kept
 
 
@@ -111,7 +113,9 @@ def _package(hide_modules: tuple[str, ...], stub: str) -> list[str]:
     return args
 
 
-def command(staging: Path, argv: list[str], tmp_bytes: int, shm_bytes: int, hide_modules: tuple[str, ...] = ()) -> list[str]:
+def command(
+    staging: Path, argv: list[str], tmp_bytes: int, shm_bytes: int, hide_modules: tuple[str, ...] = ()
+) -> list[str]:
     """The bwrap command line that runs ``argv`` in a sandbox built from ``staging``.
 
     ``staging`` holds ``in/`` (the inputs), ``passwd``, ``group`` and ``hidden.py`` (the stub
@@ -120,8 +124,20 @@ def command(staging: Path, argv: list[str], tmp_bytes: int, shm_bytes: int, hide
     program = bwrap()
     if not program:
         raise IsolationError("bubblewrap (bwrap) is not installed")
-    args = [program, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
-            "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--die-with-parent", "--new-session"]
+    args = [
+        program,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+    ]
     args += _system()
     for folder in python_folders():
         args += ["--ro-bind", folder, folder]
@@ -129,8 +145,25 @@ def command(staging: Path, argv: list[str], tmp_bytes: int, shm_bytes: int, hide
         args += ["--symlink", os.readlink(os.path.join(sys.prefix, "lib64")), os.path.join(sys.prefix, "lib64")]
     args += _package(hide_modules, str(staging / "hidden.py"))
     args += ["--ro-bind", str(staging / "passwd"), "/etc/passwd", "--ro-bind", str(staging / "group"), "/etc/group"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(shm_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-             "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--ro-bind", str(staging / "in"), INPUTS]
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(shm_bytes),
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--ro-bind",
+        str(staging / "in"),
+        INPUTS,
+    ]
     return args + ["--", *argv]
 
 
@@ -140,7 +173,8 @@ def prepare(staging: Path) -> None:
     (staging / "group").write_text(f"student:x:{SANDBOX_UID}:\n")
     (staging / "hidden.py").write_text(
         'raise ImportError("this part of the course library is not available while this homework is graded: '
-        'the exercise asks you to write it yourself")\n')
+        'the exercise asks you to write it yourself")\n'
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -154,12 +188,16 @@ def probe() -> str:
     try:
         (staging / "in").mkdir()
         prepare(staging)
-        argv = command(staging, [sys.executable, "-I", "-S", "-c", "import os; os.stat('/run/metaedu/in')"], 2**20, 2**20)
+        argv = command(
+            staging, [sys.executable, "-I", "-S", "-c", "import os; os.stat('/run/metaedu/in')"], 2**20, 2**20
+        )
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     except (OSError, IsolationError, subprocess.TimeoutExpired) as err:
         return f"bubblewrap cannot build the sandbox: {err}"
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if done.returncode != 0:
-        return f"bubblewrap cannot build the sandbox here: {done.stderr.strip()[-500:] or f'exit code {done.returncode}'}"
+        return (
+            f"bubblewrap cannot build the sandbox here: {done.stderr.strip()[-500:] or f'exit code {done.returncode}'}"
+        )
     return ""

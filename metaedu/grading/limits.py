@@ -12,8 +12,10 @@ process (finding 4 of issue 17: three children of 2 GB each passed a per-process
 * **watchdog** (otherwise): the grader sums the proportional set size (PSS: shared pages counted
   once) and the threads of the sandbox's process tree a few times a second and ends the sandbox
   above the limit. Forks are then limited by ``RLIMIT_NPROC``, which the kernel counts per user
-  namespace, so per sandbox. Memory not mapped by any process (a System V segment nobody has
-  attached, a file on the sandbox's tmpfs) is not seen by the watchdog; the tmpfs is small.
+  namespace, so per sandbox -- except for root, whom the kernel exempts: a root grader without
+  cgroups has only the watchdog's count, which sees processes a few times a second. Memory not
+  mapped by any process (a System V segment nobody has attached, a file on the sandbox's tmpfs)
+  is not seen by the watchdog; the tmpfs is small.
 
 CPU time is counted the same way in both: ``utime + stime`` of every live process of the sandbox
 plus ``cutime + cstime`` (what each has reaped), which covers every finished process because the
@@ -104,8 +106,10 @@ class Cgroup:
 
     def enter_prefix(self) -> list[str]:
         """A command prefix that moves the command into the cgroup(s) before it starts."""
-        script = ('for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || { echo "sandbox: cannot enter $f" >&2; exit 126; }; '
-                  'shift; done; shift; exec "$@"')
+        script = (
+            'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || { echo "sandbox: cannot enter $f" >&2; exit 126; }; '
+            'shift; done; shift; exec "$@"'
+        )
         return ["/bin/sh", "-c", script, "sh", *[str(f / "cgroup.procs") for f in self.folders], "--"]
 
     def pids(self) -> list[int]:

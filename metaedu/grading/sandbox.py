@@ -97,27 +97,48 @@ def require_isolation(unsafe: bool = False) -> str:
         return "bubblewrap"
     if unsafe:
         return "none"
-    raise SandboxUnavailable(f"cannot grade safely: {problem}. Install bubblewrap, or pass --unsafe-no-sandbox to "
-                             "run students' code with no isolation at all (they could read the hidden tests and "
-                             "other submissions, and change the grades)")
+    raise SandboxUnavailable(
+        f"cannot grade safely: {problem}. Install bubblewrap, or pass --unsafe-no-sandbox to "
+        "run students' code with no isolation at all (they could read the hidden tests and "
+        "other submissions, and change the grades)"
+    )
 
 
 def _env(extra: dict[str, str], work: str, report_fd: int) -> dict[str, str]:
     venv_bin = os.path.join(sys.prefix, "bin")
     env = {
-        "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "USER": "student", "LOGNAME": "student",
-        "HOME": work, "TMPDIR": "/tmp", "JUPYTER_RUNTIME_DIR": os.path.join(work, ".jupyter-runtime"),
-        "JUPYTER_PLATFORM_DIRS": "1", "IPYTHONDIR": os.path.join(work, ".ipython"), "MPLCONFIGDIR": os.path.join(work, ".matplotlib"),
-        "MPLBACKEND": "Agg", "METAEDU_CACHE": os.path.join(work, ".metaedu-cache"), "METAEDU_THREADS": "1",
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-        "PYTHONPATH": os.path.dirname(isolation.PACKAGE), "METAEDU_REPORT_FD": str(report_fd),
+        "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "USER": "student",
+        "LOGNAME": "student",
+        "HOME": work,
+        "TMPDIR": "/tmp",
+        "JUPYTER_RUNTIME_DIR": os.path.join(work, ".jupyter-runtime"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "IPYTHONDIR": os.path.join(work, ".ipython"),
+        "MPLCONFIGDIR": os.path.join(work, ".matplotlib"),
+        "MPLBACKEND": "Agg",
+        "METAEDU_CACHE": os.path.join(work, ".metaedu-cache"),
+        "METAEDU_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONPATH": os.path.dirname(isolation.PACKAGE),
+        "METAEDU_REPORT_FD": str(report_fd),
     }
     env.update(extra)
     return env
 
 
-def run(command: list[str], inputs: dict[str, bytes], limits: Limits, hide_modules: tuple[str, ...] = (),
-        env: dict[str, str] | None = None, unsafe: bool = False) -> Outcome:
+def run(
+    command: list[str],
+    inputs: dict[str, bytes],
+    limits: Limits,
+    hide_modules: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    unsafe: bool = False,
+) -> Outcome:
     """Run ``command`` in a sandbox whose working folder holds ``inputs`` (name -> bytes)."""
     how = require_isolation(unsafe)
     staging = Path(tempfile.mkdtemp(prefix="metaedu-sandbox-"))
@@ -137,8 +158,13 @@ def _run(staging: Path, how: str, command, inputs, limits: Limits, hide_modules,
     report = os.open(staging / "report", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     group = None
     try:
-        config = {"limits": asdict(limits), "inputs": isolation.INPUTS if how == "bubblewrap" else str(staging / "in"),
-                  "work": work, "command": command, "env": _env(extra_env, work, report)}
+        config = {
+            "limits": asdict(limits),
+            "inputs": isolation.INPUTS if how == "bubblewrap" else str(staging / "in"),
+            "work": work,
+            "command": command,
+            "env": _env(extra_env, work, report),
+        }
         argv = [sys.executable, "-I", "-S", isolation.LAUNCHER, json.dumps(config)]
         if how == "bubblewrap":
             isolation.prepare(staging)
@@ -147,8 +173,14 @@ def _run(staging: Path, how: str, command, inputs, limits: Limits, hide_modules,
         argv = (group.enter_prefix() if group else []) + argv
         start = time.monotonic()
         with open(staging / "log", "wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    pass_fds=(report,), start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(report,),
+                start_new_session=True,
+            )
         os.close(report)
         report = -1
         limit, cpu = _watch(proc, group, limits, start, how)

@@ -44,7 +44,9 @@ def compare(test, got: list[np.ndarray] | None, expected) -> tuple[bool, str]:
     return True, ""
 
 
-def score(assignment: Assignment, seed: int, results: dict[int, list[np.ndarray]], errors: dict[int, str]) -> list[dict]:
+def score(
+    assignment: Assignment, seed: int, results: dict[int, list[np.ndarray]], errors: dict[int, str]
+) -> list[dict]:
     """One row per test; ``errors`` holds the exception name each failed call raised."""
     rows = []
     for i, test in enumerate(assignment.tests):
@@ -52,20 +54,41 @@ def score(assignment: Assignment, seed: int, results: dict[int, list[np.ndarray]
         passed, reason = compare(test, results.get(i), expected)
         if not passed and i in errors:
             reason = f"raised {exception_name(errors[i])}"
-        rows.append({"test": test.name, "exercise": test.exercise, "visible": test.visible,
-                     "points": float(test.points), "score": float(test.points) if passed else 0.0, "reason": reason})
+        rows.append(
+            {
+                "test": test.name,
+                "exercise": test.exercise,
+                "visible": test.visible,
+                "points": float(test.points),
+                "score": float(test.points) if passed else 0.0,
+                "reason": reason,
+            }
+        )
     return rows
 
 
 def zero(assignment: Assignment, why: str) -> list[dict]:
-    return [{"test": t.name, "exercise": t.exercise, "visible": t.visible, "points": float(t.points),
-             "score": 0.0, "reason": why} for t in assignment.tests]
+    return [
+        {
+            "test": t.name,
+            "exercise": t.exercise,
+            "visible": t.visible,
+            "points": float(t.points),
+            "score": 0.0,
+            "reason": why,
+        }
+        for t in assignment.tests
+    ]
 
 
 def feedback(result: dict) -> str:
     """What the student is told: status, reason, warnings, each test's name, score and reason."""
-    lines = [f"# {result['assignment']}: {result['submission']}", "",
-             f"Score: {result['score']:g} / {result['max_score']:g}", f"Status: {result['status']}"]
+    lines = [
+        f"# {result['assignment']}: {result['submission']}",
+        "",
+        f"Score: {result['score']:g} / {result['max_score']:g}",
+        f"Status: {result['status']}",
+    ]
     if result["reason"]:
         lines.append(f"Reason: {result['reason']}")
     lines += [f"Note: {w}" for w in result.get("warnings", [])]
@@ -73,5 +96,8 @@ def feedback(result: dict) -> str:
     for row in result["tests"]:
         mark = "✓" if row["score"] == row["points"] else "✗"
         kind = "visible" if row["visible"] else "hidden"
-        lines.append(f"- {mark} {row['test']} ({kind}): {row['score']:g}/{row['points']:g}" + (f" — {row['reason']}" if row["reason"] else ""))
+        lines.append(
+            f"- {mark} {row['test']} ({kind}): {row['score']:g}/{row['points']:g}"
+            + (f" — {row['reason']}" if row["reason"] else "")
+        )
     return "\n".join(lines) + "\n"

@@ -79,10 +79,15 @@ def run(params: dict) -> tuple[str, str]:
 
     try:
         papermill.execute_notebook(
-            "submission.ipynb", os.devnull,  # outputs are not kept: the grader never trusts them
-            parameters=params["parameters"], kernel_name=params["kernel"],
-            execution_timeout=int(params["wall_s"]), progress_bar=False, request_save_on_cell_execute=False,
-            start_timeout=120, cwd=".",
+            "submission.ipynb",
+            os.devnull,  # outputs are not kept: the grader never trusts them
+            parameters=params["parameters"],
+            kernel_name=params["kernel"],
+            execution_timeout=int(params["wall_s"]),
+            progress_bar=False,
+            request_save_on_cell_execute=False,
+            start_timeout=120,
+            cwd=".",
         )
     except PapermillExecutionError as err:
         status = "oom" if err.ename == "MemoryError" else "cell_error"

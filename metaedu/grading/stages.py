@@ -41,10 +41,12 @@ class StageB:
 
 
 def _over(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
-    return {"cpu": f"it used more than {limits.cpu_budget_s:g} CPU seconds",
-            "wall": f"it did not finish within {limits.timeout_s:g} s of wall-clock time (sleeping or waiting)",
-            "memory": f"its processes together used more than {limits.memory_mb} MB of memory",
-            "processes": f"it ran more than {limits.nproc} processes and threads at once"}[outcome.limit]
+    return {
+        "cpu": f"it used more than {limits.cpu_budget_s:g} CPU seconds",
+        "wall": f"it did not finish within {limits.timeout_s:g} s of wall-clock time (sleeping or waiting)",
+        "memory": f"its processes together used more than {limits.memory_mb} MB of memory",
+        "processes": f"it ran more than {limits.nproc} processes and threads at once",
+    }[outcome.limit]
 
 
 def _status_of_limit(limit: str) -> str:
@@ -64,15 +66,28 @@ def stage_a(assignment: Assignment, nb, seed: int, limits: sandbox.Limits, unsaf
     params = {"parameters": _parameters(nb, seed), "kernel": "python3", "wall_s": limits.timeout_s}
     # the stored parameters cell holds the template's literals; papermill injects ours after it
     inputs = {"submission.ipynb": nbformat.writes(nb).encode(), "params.json": json.dumps(params).encode()}
-    outcome = sandbox.run([sys.executable, "-m", "metaedu.grading.stage_a"], inputs, limits,
-                          hide_modules=assignment.hidden_modules, unsafe=unsafe)
+    outcome = sandbox.run(
+        [sys.executable, "-m", "metaedu.grading.stage_a"],
+        inputs,
+        limits,
+        hide_modules=assignment.hidden_modules,
+        unsafe=unsafe,
+    )
     if outcome.limit:
-        return _status_of_limit(outcome.limit), f"the notebook was stopped: {_over(outcome, limits)}", outcome.cpu_seconds
+        return (
+            _status_of_limit(outcome.limit),
+            f"the notebook was stopped: {_over(outcome, limits)}",
+            outcome.cpu_seconds,
+        )
     report = next(iter(transfer.lines(outcome.report)), {})
     status, reason = report.get("status"), report.get("reason", "")
     if status in STATUSES_A and isinstance(reason, str):
         return status, reason[:500], outcome.cpu_seconds
-    return "kernel_died", f"the notebook's runner ended (code {outcome.returncode}) before it reported", outcome.cpu_seconds
+    return (
+        "kernel_died",
+        f"the notebook's runner ended (code {outcome.returncode}) before it reported",
+        outcome.cpu_seconds,
+    )
 
 
 def stage_b(assignment: Assignment, nb, seed: int, limits: sandbox.Limits, unsafe: bool) -> StageB:
@@ -88,9 +103,17 @@ def stage_b(assignment: Assignment, nb, seed: int, limits: sandbox.Limits, unsaf
                 kinds.append({bool: "bool", int: "int", float: "float"}[type(arg)])
                 args.append(arg)
         probes.append({"index": i, "function": test.function, "kinds": kinds, "args": args, "seed": seed + i})
-    inputs = {"cells.json": json.dumps({"sources": stage_b_cells(nb)}).encode(), "probes.json": json.dumps(probes).encode()}
-    outcome = sandbox.run([sys.executable, "-m", "metaedu.grading.stage_b"], inputs, limits,
-                          hide_modules=assignment.hidden_modules, unsafe=unsafe)
+    inputs = {
+        "cells.json": json.dumps({"sources": stage_b_cells(nb)}).encode(),
+        "probes.json": json.dumps(probes).encode(),
+    }
+    outcome = sandbox.run(
+        [sys.executable, "-m", "metaedu.grading.stage_b"],
+        inputs,
+        limits,
+        hide_modules=assignment.hidden_modules,
+        unsafe=unsafe,
+    )
     found = StageB(cpu_seconds=outcome.cpu_seconds)
     if outcome.limit:
         found.over, found.status = _over(outcome, limits), _status_of_limit(outcome.limit)
@@ -111,4 +134,3 @@ def stage_b(assignment: Assignment, nb, seed: int, limits: sandbox.Limits, unsaf
                 except ValueError:
                     continue
     return found
-

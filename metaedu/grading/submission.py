@@ -60,7 +60,10 @@ def _source(cell: dict, where: str) -> str:
 def code_cells(raw: bytes) -> list[dict]:
     """The code cells of a submission (id, tags, exercise metadata, source); rejects what is not a notebook."""
     if len(raw) > MAX_FILE_BYTES:
-        raise Rejected("invalid_notebook", f"the file is {len(raw) / 2**20:.1f} MiB, over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit")
+        raise Rejected(
+            "invalid_notebook",
+            f"the file is {len(raw) / 2**20:.1f} MiB, over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit",
+        )
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
@@ -75,15 +78,24 @@ def code_cells(raw: bytes) -> list[dict]:
         tags = metadata.get("tags") if isinstance(metadata.get("tags"), list) else []
         ours = metadata.get("metaedu") if isinstance(metadata.get("metaedu"), dict) else {}
         cell_id = cell.get("id") if isinstance(cell.get("id"), str) else None
-        cells.append({"id": cell_id, "tags": [t for t in tags if isinstance(t, str)], "exercise": ours.get("exercise"),
-                      "source": _source(cell, f"cell {number}"), "number": number})
+        cells.append(
+            {
+                "id": cell_id,
+                "tags": [t for t in tags if isinstance(t, str)],
+                "exercise": ours.get("exercise"),
+                "source": _source(cell, f"cell {number}"),
+                "number": number,
+            }
+        )
     return cells
 
 
 def defined_functions(source: str) -> set[str]:
     """Names of the functions a cell defines at its top level (a regular expression if it does not parse)."""
     try:
-        return {node.name for node in ast.parse(source).body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        return {
+            node.name for node in ast.parse(source).body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set(re.findall(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)", source, flags=re.M))
 
@@ -106,26 +118,36 @@ def find_answers(cells: list[dict], tmpl) -> tuple[dict[str, str], dict[str, lis
         exercise = _exercise_of(cell, answers_of_template, functions)
         if exercise is not None:
             if len(cell["source"]) > MAX_ANSWER_CHARS:
-                raise Rejected("invalid_notebook", f"the answer cell of {exercise!r} is longer than {MAX_ANSWER_CHARS} characters")
+                raise Rejected(
+                    "invalid_notebook", f"the answer cell of {exercise!r} is longer than {MAX_ANSWER_CHARS} characters"
+                )
             if exercise in answers:
-                warnings.append(f"exercise {exercise!r} has a second answer cell (cell {cell['number']}); the first one was graded")
+                warnings.append(
+                    f"exercise {exercise!r} has a second answer cell (cell {cell['number']}); the first one was graded"
+                )
                 continue
             answers[exercise] = cell["source"]
             added[exercise], pending = pending, []
             continue
-        is_template = (cell["id"] in template_ids and cell["id"] is not None) or _normal(cell["source"]) in template_sources
+        is_template = (cell["id"] in template_ids and cell["id"] is not None) or _normal(
+            cell["source"]
+        ) in template_sources
         if not is_template and not NOT_ADDED_TAGS & set(cell["tags"]) and _normal(cell["source"]):
             pending.append(cell["source"])
     if sum(len(s) for sources in added.values() for s in sources) > MAX_ADDED_CHARS:
-        raise Rejected("invalid_notebook", f"the cells added before the answers hold more than {MAX_ADDED_CHARS} characters")
+        raise Rejected(
+            "invalid_notebook", f"the cells added before the answers hold more than {MAX_ADDED_CHARS} characters"
+        )
     if pending:
-        warnings.append(f"{len(pending)} code cell(s) after the last answer cell were not run (they come after every answer)")
+        warnings.append(
+            f"{len(pending)} code cell(s) after the last answer cell were not run (they come after every answer)"
+        )
     return answers, added, warnings
 
 
 def _exercise_of(cell: dict, template_answers: dict, functions: dict[str, set[str]]) -> str | None:
-    if cell["id"] and cell["id"].startswith("answer-") and cell["id"][len("answer-"):] in template_answers:
-        return cell["id"][len("answer-"):]
+    if cell["id"] and cell["id"].startswith("answer-") and cell["id"][len("answer-") :] in template_answers:
+        return cell["id"][len("answer-") :]
     if nbtools.ANSWER in cell["tags"] and cell["exercise"] in template_answers:
         return cell["exercise"]
     if NOT_ADDED_TAGS & set(cell["tags"]) or (cell["id"] or "").startswith(("tests-", "cell-")):

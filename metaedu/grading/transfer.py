@@ -29,7 +29,11 @@ def encode(array) -> dict:
     array = np.asarray(array)
     if array.dtype.str not in DTYPES:
         array = array.astype(np.float64)
-    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()}
+    return {
+        "dtype": array.dtype.str,
+        "shape": list(array.shape),
+        "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode(),
+    }
 
 
 def decode(obj) -> np.ndarray:
@@ -37,7 +41,11 @@ def decode(obj) -> np.ndarray:
     if not isinstance(obj, dict) or obj.get("dtype") not in DTYPES:
         raise ValueError("not an array of float64, int64 or bool")
     shape = obj.get("shape")
-    if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(n, int) and 0 <= n <= MAX_VALUES for n in shape):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 8
+        or not all(isinstance(n, int) and 0 <= n <= MAX_VALUES for n in shape)
+    ):
         raise ValueError("a malformed shape")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     dtype = np.dtype(DTYPES[obj["dtype"]])

@@ -16,6 +16,81 @@ COLORS = {
     "support": "#c0392b",
     "query": "#2c7a3f",
 }
+#: One colour per method across the whole course (lecture bar, item 6): a method keeps its colour in
+#: every figure of every lecture. Keys are the canonical names of :func:`method_color`; several
+#: names may map to one method (aliases), and families share a hue (MAML's variants are blues).
+METHOD_COLORS = {
+    # baselines shared by many lectures
+    "nearest_neighbour": "#7f7f7f",
+    "pixels": "#bdbdbd",
+    "pretrained": "#d9822b",
+    "finetune": "#b35806",
+    "oracle": "#222222",
+    "chance": "#999999",
+    # 01 learned optimizers
+    "lstm_optimizer": "#1f6fb4",
+    "sgd": "#c0392b",
+    "nag": "#7b4ea3",
+    "rmsprop": "#2c7a3f",
+    "adam": "#d9822b",
+    # 02 meta-learner LSTM
+    "meta_lstm": "#17becf",
+    # 03 metric learning
+    "siamese": "#8c564b",
+    "matching": "#e377c2",
+    "matching_fce": "#ad1a72",
+    "protonet": "#2ca02c",
+    "protonet_cosine": "#98df8a",
+    # 04 memory
+    "mann": "#9467bd",
+    "lstm": "#bcbd22",
+    "feedforward": "#c7a06b",
+    # 05 relational
+    "gnn": "#006d5b",
+    "arml": "#e6550d",
+    # 06 MAML family (blues)
+    "maml": "#1f4e9c",
+    "first_order_maml": "#6baed6",
+    "meta_sgd": "#08306b",
+    "anil": "#4292c6",
+    # 07-09 probabilistic and regularised MAML
+    "llama": "#5e3c99",
+    "maml_noise": "#9ecae1",
+    "platipus": "#d62728",
+    "cnp": "#ff9896",
+    "mr_maml": "#00429d",
+    "mr_cnp": "#a50f15",
+    "weight_decay": "#969696",
+    # 10 meta-RL
+    "mb": "#7f7f7f",
+    "mb_dynamic_evaluation": "#d9822b",
+    "grbal": "#1f4e9c",
+    "rebal": "#2ca02c",
+    "maml_rl": "#1f4e9c",
+    "mql": "#9467bd",
+    "curiosity": "#e377c2",
+    # 11 unsupervised
+    "cactus_protonet": "#2ca02c",
+    "cactus_maml": "#1f4e9c",
+    "embedding_knn": "#7f7f7f",
+    "embedding_linear": "#b35806",
+}
+
+
+def method_color(name: str) -> str:
+    """The course-wide colour of a method ("MAML", "first-order MAML", "ProtoNet", ...).
+
+    Names are matched case-insensitively with spaces, dashes and "+" read as "_"; an unknown
+    method is an error (add it to :data:`METHOD_COLORS`) rather than a colour that changes.
+    """
+    key = "".join(ch if ch.isalnum() else "_" for ch in name.strip().lower()).strip("_")
+    while "__" in key:
+        key = key.replace("__", "_")
+    if key not in METHOD_COLORS:
+        raise KeyError(f"no course colour for method {name!r} (key {key!r}); add it to metaedu.viz.style.METHOD_COLORS")
+    return METHOD_COLORS[key]
+
+
 #: Colour cycle for several methods on one plot.
 CYCLE = ["#1f6fb4", "#d9822b", "#2c7a3f", "#c0392b", "#7b4ea3", "#8c564b", "#e377c2", "#7f7f7f"]
 
