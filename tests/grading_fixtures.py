@@ -269,8 +269,8 @@ def result_bomb() -> dict:
             with zipfile.ZipFile("out/result_0.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
                 with zf.open("r0.npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array_header_1_0(fh, header)
-                    zeros = bytes(2**24)
-                    for _ in range(200_000_000 * 8 // len(zeros)):
+                    zeros = bytes(8_000_000)
+                    for _ in range(200):  # 1.6 GB of zeros, 7 MB compressed
                         fh.write(zeros)
             for i in range(1, 8):
                 shutil.copyfile("out/result_0.npz", f"out/result_{i}.npz")
