@@ -15,16 +15,41 @@ def _assign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from metaedu.grading import shards
+
+    if args.submissions or args.shard:
+        raise ValueError("--merge joins graded shard folders: give no folder of submissions and no --shard")
+    done = shards.merge(args.merge, args.out)
+    print(f"merged {len(args.merge)} shard folder(s) of {done['count']}: {done['graded']} submissions graded")
+    print(f"gradebook written to {args.out}/gradebook.csv")
+    if done["missing"]:
+        print(
+            f"metaedu grade: {len(done['missing'])} submission(s) have no result (rows with status not_graded); "
+            f"shards to run again: {sorted({index for _, index in done['missing']})}",
+            file=sys.stderr,
+        )
+        for name, index in done["missing"]:
+            print(f"  {name} (shard {index}/{done['count']})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _grade(args: argparse.Namespace) -> int:
-    from metaedu.grading import limits, sandbox
+    from metaedu.grading import limits, sandbox, shards
     from metaedu.grading.grader import Settings, grade_folder, summary
 
+    if args.merge:
+        return _merge(args)
+    if not args.submissions or not args.assignment:
+        raise ValueError("give the folder of submissions and --assignment (or --merge SHARD_FOLDER...)")
     settings = Settings(
         jobs=args.jobs,
         stage_a_cpu_s=args.cpu_limit,
         memory_mb=args.memory_mb,
         seed=args.seed,
         unsafe_no_sandbox=args.unsafe_no_sandbox,
+        shard=shards.parse(args.shard) if args.shard else None,
         progress=not args.no_progress,
     )
     try:
@@ -39,6 +64,8 @@ def _grade(args: argparse.Namespace) -> int:
     results = grade_folder(args.submissions, args.assignment, args.out, settings)  # bad input: metaedu.cli's one line
     print(summary(results))
     print(f"gradebook written to {args.out}/gradebook.csv")
+    if settings.shard:
+        print(f"shard {args.shard}: join the shards with metaedu grade --merge SHARD_FOLDER... --out FOLDER")
     return 0
 
 
@@ -53,8 +80,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     assign.set_defaults(func=_assign)
 
     grade = sub.add_parser("grade", help="grade a folder of submitted notebooks in isolation into a gradebook")
-    grade.add_argument("submissions", help="folder holding the submitted .ipynb files")
-    grade.add_argument("--assignment", required=True, choices=available(), help="which assignment they answer")
+    grade.add_argument("submissions", nargs="?", help="folder holding the submitted .ipynb files")
+    grade.add_argument("--assignment", choices=available(), help="which assignment they answer")
     grade.add_argument("--out", required=True, help="folder for gradebook.csv and per-submission results")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     grade.add_argument(
@@ -73,6 +100,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--unsafe-no-sandbox",
         action="store_true",
         help="grade even where bubblewrap cannot isolate students' code (no isolation at all)",
+    )
+    grade.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="grade only the I-th of N shares of the submissions, by sorted name (needs --seed)",
+    )
+    grade.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="SHARD_FOLDER",
+        help="merge the --out folders of shards into one gradebook at --out",
     )
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     grade.set_defaults(func=_grade)

@@ -3,7 +3,8 @@
 Layout of ``--out``::
 
     gradebook.csv                     one row per graded submission, rewritten (atomically) after each one
-    run.json                          the assignment, its fingerprint and the run's seed
+    run.json                          the assignment, its fingerprint, the run's seed (a shard's share
+                                      and list of submissions, a merge's sources: metaedu.grading.shards)
     submissions/<key>/result.json     everything about one submission
     submissions/<key>/feedback.md     what its student is told
 
@@ -66,8 +67,9 @@ def write_atomically(path: Path, text: str) -> None:
 class Run:
     """One grading run's output folder."""
 
-    def __init__(self, out: str | Path, assignment: Assignment, seed: int | None = None):
-        self.out, self.assignment = Path(out), assignment
+    def __init__(self, out: str | Path, assignment: Assignment, seed: int | None = None, extra: dict | None = None):
+        """``extra``: more of ``run.json`` (a shard's share, a merge's sources), the same when resuming."""
+        self.out, self.assignment, extra = Path(out), assignment, extra or {}
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out} exists and is not a folder")
         if not self.out.exists():
@@ -86,22 +88,38 @@ class Run:
                 raise ValueError(
                     f"--out {self.out} was graded with seed {state['seed']}; resume with it or use another folder"
                 )
+            for field, value in extra.items():
+                if state.get(field) != value:
+                    raise ValueError(
+                        f"--out {self.out} was graded with another {field} ({_brief(state.get(field))}, "
+                        f"not {_brief(value)}); resume with the same options or use another folder"
+                    )
             self.seed = int(state["seed"])
         else:
             self.seed = secrets.randbits(31) if seed is None else int(seed)
             write_atomically(
                 state_file,
-                json.dumps({"assignment": assignment.name, "assignment_hash": fingerprint, "seed": self.seed}, indent=1)
+                json.dumps(
+                    {"assignment": assignment.name, "assignment_hash": fingerprint, "seed": self.seed, **extra},
+                    indent=1,
+                )
                 + "\n",
             )
-        self.results: dict[str, dict] = {}
-        for path in sorted((self.out / "submissions").glob("*/result.json")):
+        self.results = self.load_results(self.out, self.seed, fingerprint)
+        self.missing: dict[str, tuple[str, str]] = {}  # key -> (name shown, why): rows of a merge without a result
+
+    @staticmethod
+    def load_results(out: Path, seed: int, fingerprint: str) -> dict[str, dict]:
+        """The results in folder ``out`` graded with this seed and these tests, by submission key."""
+        results = {}
+        for path in sorted((Path(out) / "submissions").glob("*/result.json")):
             try:
                 result = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if result.get("seed") == self.seed and result.get("assignment_hash") == fingerprint:
-                self.results[path.parent.name] = result
+            if result.get("seed") == seed and result.get("assignment_hash") == fingerprint:
+                results[path.parent.name] = result
+        return results
 
     def previous(self, name: str, sha256: str) -> dict | None:
         """The result of this submission from an earlier, interrupted run of this folder."""
@@ -112,36 +130,53 @@ class Run:
 
     def record(self, name: str, result: dict) -> None:
         """Write one submission's result and feedback, then the whole gradebook again."""
-        folder = self.out / "submissions" / key(name)
+        self.store(key(name), result)
+        self.write_gradebook()
+
+    def store(self, folder_key: str, result: dict) -> None:
+        """Write one submission's result and feedback into ``submissions/<folder_key>``."""
+        folder = self.out / "submissions" / folder_key
         folder.mkdir(exist_ok=True)
         write_atomically(folder / "result.json", json.dumps(result, indent=1) + "\n")
         write_atomically(folder / "feedback.md", feedback(result))
-        self.results[key(name)] = result
+        self.results[folder_key] = result
+
+    def write_gradebook(self) -> None:
         write_atomically(self.out / "gradebook.csv", self.csv())
 
     def csv(self) -> str:
+        """The gradebook: a row per result and per submission a merge found without one, by name."""
         tests = [t.name for t in self.assignment.tests]
+        rows = []
+        for r in self.results.values():
+            per_test = {row["test"]: row["score"] for row in r["tests"]}
+            rows.append(
+                [
+                    r["submission"],
+                    r["status"],
+                    r["score"],
+                    r["max_score"],
+                    *[per_test.get(t, 0.0) for t in tests],
+                    r["seed"],
+                    r["duration_s"],
+                    r["sha256"],
+                    r["reason"][:300],
+                ]
+            )
+        for name, why in self.missing.values():  # no score: not a zero but a submission still to grade
+            rows.append([name, "not_graded", "", self.assignment.max_points(), *[""] * len(tests), "", "", "", why])
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(
             ["submission", "status", "score", "max_score", *tests, "seed", "duration_s", "sha256", "reason"]
         )
-        for r in sorted(self.results.values(), key=lambda r: r["submission"]):
-            per_test = {row["test"]: row["score"] for row in r["tests"]}
-            writer.writerow(
-                [
-                    neutral(v)
-                    for v in (
-                        r["submission"],
-                        r["status"],
-                        r["score"],
-                        r["max_score"],
-                        *[per_test.get(t, 0.0) for t in tests],
-                        r["seed"],
-                        r["duration_s"],
-                        r["sha256"],
-                        r["reason"][:300],
-                    )
-                ]
-            )
+        for row in sorted(rows, key=lambda row: row[0]):
+            writer.writerow([neutral(v) for v in row])
         return buffer.getvalue()
+
+
+def _brief(value) -> str:
+    """A ``run.json`` field in a message (a shard's list of submissions is long)."""
+    if isinstance(value, dict) and "index" in value:
+        return f"shard {value['index']}/{value['count']} of {len(value.get('submissions', []))} submissions"
+    return repr(value)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from metaedu.grading import gradebook, sandbox, scoring, stages
+from metaedu.grading import gradebook, sandbox, scoring, shards, stages
 from metaedu.grading.scoring import feedback  # noqa: F401 - part of the grader's interface
 from metaedu.grading.spec import Assignment, load
 from metaedu.grading.submission import Rejected, rebuild
@@ -52,6 +52,7 @@ class Settings:
     nproc: int = 64  # processes and threads of a whole submission
     seed: int | None = None  # the hidden tests' seed (None: a fresh one, or the one of the run being resumed)
     unsafe_no_sandbox: bool = False  # grade even where no sandbox can be built (no isolation at all)
+    shard: tuple[int, int] | None = None  # (I, N): grade only the I-th of N shares (metaedu.grading.shards)
     progress: bool = True
 
     def __post_init__(self):
@@ -65,6 +66,15 @@ class Settings:
             raise ValueError(
                 f"a notebook needs at least 256 MB and 16 processes, got {self.memory_mb} MB and {self.nproc}"
             )
+        if self.shard is not None:
+            index, count = self.shard
+            if not 1 <= index <= count:
+                raise ValueError(f"shard must be (I, N) with 1 <= I <= N, got {self.shard!r}")
+            if self.seed is None:
+                raise ValueError(
+                    "grading in shards needs a seed (--seed N, the same for every shard), "
+                    "so that every student's hidden inputs come from one seed"
+                )
 
     def limits(self, stage: str, assignment: Assignment) -> sandbox.Limits:
         cpu = (self.stage_a_cpu_s or assignment.notebook_cpu_s) if stage == "a" else self.stage_b_cpu_s
@@ -177,7 +187,8 @@ def grade_folder(
     """Grade every ``*.ipynb`` in ``submissions`` into ``out``; results in file-name order.
 
     Each result is written (and the gradebook rewritten) as soon as it is graded, then passed to
-    ``on_result``. A rerun on the same ``out`` resumes where the last one stopped.
+    ``on_result``. A rerun on the same ``out`` resumes where the last one stopped. With
+    ``settings.shard`` only that share of the submissions is graded (:mod:`metaedu.grading.shards`).
     """
     from metaedu.grading.submission import MAX_FILE_BYTES
 
@@ -187,8 +198,13 @@ def grade_folder(
         raise FileNotFoundError(f"no folder of submissions at {submissions}")
     assignment = load(assignment_name)
     sandbox.require_isolation(settings.unsafe_no_sandbox)  # refuse before writing anything
-    run = gradebook.Run(out, assignment, settings.seed)
     paths = sorted((p for p in submissions.iterdir() if p.name.endswith(".ipynb")), key=lambda p: p.name)
+    extra = {}
+    if settings.shard:  # the share and every name are recorded before grading, for the merge
+        extra["shard"] = shards.record([p.name for p in paths], *settings.shard)
+        share = set(shards.pick([p.name for p in paths], *settings.shard))
+        paths = [p for p in paths if p.name in share]
+    run = gradebook.Run(out, assignment, settings.seed, extra=extra)
     lock = threading.Lock()
     results: dict[str, dict] = {}
 
