@@ -1,193 +1,294 @@
-"""The grader's attack suite: one generated notebook per attack, graded twice in the sandbox.
+"""The grader's attack suite (issue 17): hostile and edge-case submissions, graded as root and unprivileged.
 
-Each fixture has the statuses it may end with and a score ceiling (and, where the outcome is
-certain, a floor). Every fixture is graded twice with the same result, and afterwards no
-process of the sandbox is left. Slow: every graded notebook starts a kernel.
+Each variant grades the fixtures of ``tests/grading_fixtures.py`` with two grader processes at
+once (two runs must not disturb each other, finding 3), plus the memory homework answered by the
+course library. The unprivileged variant drops to ``nobody`` in a mount namespace where only the
+interpreter is made reachable (``/root`` is not readable by others here), exactly what a
+teaching assistant without root has. Both variants must give every fixture the same verdict.
+Slow: every graded notebook starts a kernel.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-import nbformat
+import numpy as np
 import pytest
 
-from metaedu.grading import grader, sandbox
-from metaedu.grading import notebook as nbtools
-from metaedu.grading.spec import load
+import grading_fixtures as gf
+from metaedu.grading import gradebook, grader
+from metaedu.grading.spec import draw_args, load
 
 pytestmark = pytest.mark.slow
-NAME = "episodes_protonet"
-MARK = "987654"  # in the command line of every process a fixture tries to leave behind
+NOBODY = 65534
+CANARY_UID = 61000  # the old grader killed every process of uids 61000 + slot
 # small CPU budgets keep the suite short (the infinite loop uses all of stage A's); generous
-# wall-clock backstops, which only code that sleeps or waits should reach
-SETTINGS = grader.Settings(jobs=2, stage_a_cpu_s=20, stage_b_cpu_s=20, stage_a_wall_s=240, stage_b_wall_s=120, progress=False)
+# wall-clock backstops, which only code that sleeps or waits should reach; 2 GB per submission
+SETTINGS = {
+    "jobs": 1,
+    "stage_a_cpu_s": 20,
+    "stage_b_cpu_s": 20,
+    "stage_a_wall_s": 240,
+    "stage_b_wall_s": 120,
+    "memory_mb": 2048,
+    "progress": False,
+}
+GRADE = """
+import json, resource, sys
+from metaedu.grading import grader
+job = json.loads(sys.argv[1])
+results = grader.grade_folder(job["submissions"], job["assignment"], job["out"], grader.Settings(**job["settings"]))
+for r in results:
+    r["feedback_text"] = grader.feedback(r)
+print("RESULTS " + json.dumps({"results": results, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+GRADED: dict[str, dict[str, dict]] = {}  # variant -> fixture name -> result, to compare the variants
 
 
-def _solutions() -> dict[str, str]:
-    nb = nbtools.read(load(NAME).solution)
-    return {f"answer-{nbtools.meta(c)['exercise']}": c.source for c in nb.cells if "answer" in nbtools.tags(c)}
+# ------------------------------------------------------------------ the host side of the attacks
 
 
-def _student() -> dict:
-    return json.loads(nbformat.writes(nbtools.student_version(nbtools.read(load(NAME).solution))))
+def _listener(token: bytes) -> tuple[int, socket.socket]:
+    """A TCP server on every host address that answers each connection with ``token``."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("0.0.0.0", 0))
+    server.listen(16)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(token)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], server
 
 
-def _cell(data: dict, cell_id: str) -> dict:
-    return next(c for c in data["cells"] if c["id"] == cell_id)
+def _host_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
+            address = probe.getsockname()[0]
+    except OSError:
+        return ""
+    return "" if address.startswith("127.") else address
 
 
-def _solve(data: dict) -> dict:
-    for cell_id, source in _solutions().items():
-        _cell(data, cell_id)["source"] = source
-    return data
-
-
-def _prepend(data: dict, code: str, cell_id: str = "answer-prototypes") -> dict:
-    cell = _cell(data, cell_id)
-    cell["source"] = code + "\n" + "".join(cell["source"])
-    return data
-
-
-def _fork_bomb() -> dict:
-    """A solved notebook with a fork bomb before the definition of ``prototypes``."""
-    return _prepend(_solve(_student()), "import os\nwhile True:\n    os.fork()")
-
-
-def _fixtures(out_dir: Path) -> dict[str, tuple[dict | bytes, set[str], float, float]]:
-    """name -> (notebook or raw bytes, allowed statuses, lowest score, highest score)."""
-    full = load(NAME).max_points()
-    prototypes_points = sum(t.points for t in load(NAME).tests if t.exercise == "prototypes")
-    fixtures: dict[str, tuple] = {}
-    fixtures["correct"] = (_solve(_student()), {"ok"}, full, full)
-    fixtures["untouched"] = (_student(), {"ok"}, 0, 0)
-    always_equal = (
-        "class Anything:\n    def __eq__(self, other):\n        return True\n    __ne__ = lambda self, other: False\n"
-        "    def __array__(self, *a, **k):\n        raise TypeError('no numbers here')\n"
-    )
-    data = _student()
-    for cell_id, function in (("answer-prototypes", "prototypes"), ("answer-distances", "squared_distances"), ("answer-loss", "prototype_loss")):
-        _cell(data, cell_id)["source"] = always_equal + f"def {function}(*args, **kwargs):\n    return Anything()\n"
-    fixtures["eq_always_true"] = (data, {"ok", "cell_error"}, 0, 0)  # the demo cell cannot unpack it
-    fixtures["showtraceback"] = (_prepend(_student(), "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\nip._showtraceback = lambda *a, **k: None"), {"ok"}, 0, 0)
-    fixtures["input_transformer"] = (_prepend(_student(), (
-        "def _swallow(lines):\n    return ['pass\\n']\nget_ipython().input_transformers_cleanup.append(_swallow)"
-    )), {"ok", "cell_error"}, 0, 0)
-    data = _student()
-    for cell in data["cells"]:
-        cell.setdefault("metadata", {})["tags"] = ["skip-execution", "raises-exception"]
-    fixtures["skip_and_raises_tags"] = (data, {"ok"}, 0, 0)
-    data = _solve(_student())
-    data["cells"] = [c for c in data["cells"] if c["id"] not in ("answer-distances", "tests-distances")]
-    _cell(data, "answer-loss")["id"] = "answer-loss-renamed"
-    fixtures["deleted_and_renamed_cells"] = (data, {"missing_answer"}, prototypes_points, prototypes_points)
-    data = _solve(_student())
-    data["metadata"]["kernelspec"] = {"name": "evil", "display_name": "Evil", "language": "python"}
-    fixtures["edited_kernelspec"] = (data, {"ok"}, full, full)
-    data = _student()
-    for cell in data["cells"]:
-        cell["metadata"]["tags"] = [t for t in cell["metadata"].get("tags", []) if t != "parameters"]
-    data["cells"].insert(2, {"cell_type": "code", "id": "fake", "metadata": {"tags": ["injected-parameters"]},
-                             "source": "SEED = 123\nprint('PASS')", "outputs": [], "execution_count": None})
-    fixtures["parameters_tampering"] = (data, {"ok"}, 0, 0)
-    fixtures["os_exit"] = (_prepend(_solve(_student()), "import os\nos._exit(0)"), {"kernel_died"}, 0, 0)
-    fixtures["infinite_loop"] = (_prepend(_solve(_student()), (
-        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "while True:\n    pass"
-    )), {"timeout"}, 0, 0)
-    fixtures["memory_bomb"] = (_prepend(_solve(_student()), (
-        "hog = []\nwhile True:\n    hog.append(bytearray(256 * 2**20))"
-    )), {"oom", "kernel_died"}, 0, 0)
-    # the process limit makes os.fork() fail in the bombed answer cell: an ordinary cell error,
-    # and the answers that do not depend on that cell (the distances: 3 points) still score
-    distances_points = sum(t.points for t in load(NAME).tests if t.exercise == "distances")
-    fixtures["fork_bomb"] = (_fork_bomb(), {"cell_error"}, distances_points, distances_points)
-    fixtures["background_process"] = (_prepend(_solve(_student()), (
-        f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
-        f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{MARK}1'])"
-    )), {"ok"}, full, full)
-    fixtures["fill_the_disk"] = (_prepend(_solve(_student()), (
-        "import os\nfor folder in ('.', '/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~')):\n"
-        "    for i in range(1000):\n        with open(os.path.join(folder, f'fill{i}'), 'wb') as fh:\n"
-        "            fh.write(b'x' * 2**26)"
-    )), {"cell_error"}, 0, 0)
-    fixtures["stdout_flood"] = (_prepend(_solve(_student()), "for _ in range(20000):\n    print('x' * 1000)"), {"ok"}, full, full)
-    fixtures["network_socket"] = (_prepend(_student(), (
-        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3).close()\nprint('network reached')"
-    )), {"cell_error"}, 0, 0)
-    hidden = load(NAME).folder / "grader_tests.py"
-    fixtures["read_hidden_tests"] = (_prepend(_student(), (
-        f"print(open({str(hidden)!r}).read())"
-    )), {"cell_error"}, 0, 0)
-    forged_row = "correct.ipynb,ok,13,13\\n"
-    fixtures["write_results"] = (_prepend(_student(), (
-        "import json, os\nimport numpy as np\nos.makedirs('out', exist_ok=True)\n"
-        "json.dump({'status': 'ok', 'reason': ''}, open('out/stage_a.json', 'w'))\n"
-        "for i in range(20):\n    np.savez(f'out/result_{i}.npz', r0=np.zeros(3))\n"
-        f"for path in ({str(out_dir / 'gradebook.csv')!r}, {str(out_dir / 'write_results' / 'result.json')!r}):\n"
-        "    try:\n        os.makedirs(os.path.dirname(path), exist_ok=True)\n"
-        f"        open(path, 'a').write({forged_row!r})\n    except OSError as err:\n        print('blocked:', err)"
-    )), {"ok"}, 0, 0)
-    fixtures["fake_pass_output"] = (_prepend(_student(), (
-        "for name in ('prototypes', 'distances', 'loss'):\n    print(f'✓ {name}: PASS')\nprint('Score: 13 / 13  PASS')"
-    )), {"ok"}, 0, 0)
-    fixtures["not_a_notebook"] = (b"\x00\x01 this is not json", {"invalid_notebook"}, 0, 0)
-    fixtures["too_large"] = (b'{"nbformat": 4, "cells": [], "pad": "' + b"x" * (grader.MAX_NOTEBOOK_BYTES + 10) + b'"}',
-                             {"invalid_notebook"}, 0, 0)
-    return fixtures
-
-
-def _sandbox_processes() -> list[str]:
-    """Command lines of processes a grading run could have left behind."""
-    left = []
+def _leftovers(marks: list[str]) -> list[str]:
+    """Command lines of live processes that carry one of ``marks``."""
+    found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            uid = next(int(line.split()[1]) for line in Path(f"/proc/{entry}/status").read_text().splitlines() if line.startswith("Uid:"))
-        except (OSError, StopIteration):
-            continue
-        if MARK in cmd or "metaedu.grading." in cmd or sandbox.UID_BASE <= uid < sandbox.UID_BASE + 16:
-            left.append(f"{entry} uid {uid}: {cmd[:120]}")
-    return left
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(mark in cmd for mark in marks):
+                found.append(f"{entry}: {cmd[:160]}")
+    return found
 
 
-def test_attack_suite(tmp_path):
-    submissions, runs = tmp_path / "submissions", [tmp_path / "graded1", tmp_path / "graded2"]
-    submissions.mkdir()
-    fixtures = _fixtures(runs[0])
-    for name, (content, *_rest) in fixtures.items():
-        raw = content if isinstance(content, bytes) else json.dumps(content).encode()
-        (submissions / f"{name}.ipynb").write_bytes(raw)
-    before = _sandbox_processes()
-    settings = SETTINGS
-    graded = []
-    for out in runs:
-        results = grader.grade_folder(submissions, NAME, out, settings)
-        graded.append({Path(r["submission"]).stem: r for r in results})
-        assert _sandbox_processes() == before, "a graded notebook left a process behind"
-    print(grader.summary(results))
+# ------------------------------------------------------------------ running the grader
+
+
+def _view(paths: list[str]) -> list[str]:
+    """bwrap arguments that make ``paths`` reachable for others: a folder others cannot enter
+    (``/root`` here) becomes an empty tmpfs holding only the needed folder bound back."""
+    covered: dict[str, set[str]] = {}
+    for path in paths:
+        parts = Path(path).resolve().parts
+        for i in range(2, len(parts)):
+            folder = str(Path(*parts[:i]))
+            if not os.stat(folder).st_mode & 0o001:
+                covered.setdefault(folder, set()).add(str(Path(*parts[: i + 1])))
+                break
+    args = []
+    for folder, keep in sorted(covered.items()):
+        args += ["--tmpfs", folder]
+        for path in sorted(keep):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _grader(job: dict, user: str) -> subprocess.Popen:
+    command = [sys.executable, "-c", GRADE, json.dumps(job)]
+    if user == "unprivileged" and os.geteuid() == 0:
+        import metaedu
+
+        needed = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(metaedu.__file__))]
+        command = [
+            "bwrap",
+            "--dev-bind",
+            "/",
+            "/",
+            *_view(needed),
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--",
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+            *command,
+        ]
+    env = {**os.environ, "TMPDIR": job["tmp"], "HOME": job["tmp"], "METAEDU_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, errors="replace"
+    )
+
+
+def _finish(proc: subprocess.Popen) -> tuple[list[dict], int]:
+    out, err = proc.communicate()
+    line = next((x for x in out.splitlines() if x.startswith("RESULTS ")), None)
+    assert proc.returncode == 0 and line, f"the grader failed (code {proc.returncode}):\n{err[-4000:]}"
+    report = json.loads(line[len("RESULTS ") :])
+    return report["results"], report["maxrss_kb"]
+
+
+def _write(folder: Path, name: str, content) -> None:
+    raw = content if isinstance(content, bytes) else json.dumps(content).encode()
+    (folder / f"{name}.ipynb").write_bytes(raw)
+
+
+def _hidden_values(assignment, result, decimals: int) -> list[str]:
+    """Hidden inputs of the run that graded ``result``, as text a leak would show."""
+    texts = []
+    for i, test in enumerate(assignment.tests):
+        if test.visible:
+            continue
+        for arg in draw_args(assignment, i, result["seed"]):
+            if isinstance(arg, np.ndarray) and arg.dtype.kind == "f":
+                texts += [f"{v:.{decimals}f}" for v in arg.ravel()[:8]]
+    return texts
+
+
+# ------------------------------------------------------------------ the suite
+
+
+@pytest.mark.parametrize("user", ["root", "unprivileged"])
+def test_attack_suite(tmp_path, user):
+    if user == "root" and os.geteuid() != 0:
+        pytest.skip("the root variant needs a grader running as root")
+    base = Path(tempfile.mkdtemp(prefix="metaedu-attacks-", dir="/tmp")) if user == "unprivileged" else tmp_path
+    runs = {"a": base / "graded-a", "b": base / "graded-b", "lib": base / "graded-lib"}
+    folders = {key: base / f"submissions-{key}" for key in runs}
+    secret = f"metaedu-secret-{os.urandom(4).hex()}"
+    token = os.urandom(8).hex().encode()
+    port, server = _listener(token)
+    ctx = gf.Context(folders["a"], tuple(runs.values()), secret, port, token.decode(), _host_ip())
+    fixtures = gf.fixtures(ctx)
+    for folder in [*folders.values(), *runs.values(), base / "tmp"]:
+        folder.mkdir()
+        folder.chmod(0o755)  # the grader must leave an existing output folder's mode alone
+    sequential = sorted(name for name, f in fixtures.items() if f.sequential)
+    rest = sorted(name for name, f in fixtures.items() if not f.sequential)
+    group_a = set(sequential + rest[: len(rest) // 2 - len(sequential)])
+    for name, fixture in fixtures.items():
+        _write(folders["a"] if name in group_a else folders["b"], name, fixture.content)
+    _write(folders["lib"], "library_answers", gf.library_answers())
+    if user == "unprivileged" and os.geteuid() == 0:
+        for path in [base, *base.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+    helpers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", secret])]
+    if os.geteuid() == 0:  # an account in the uid range the old grader killed
+        helpers.append(
+            subprocess.Popen(
+                ["setpriv", f"--reuid={CANARY_UID}", f"--regid={CANARY_UID}", "--clear-groups", "sleep", "3600"]
+            )
+        )
+    try:
+        jobs = {
+            key: {
+                "submissions": str(folders[key]),
+                "out": str(runs[key]),
+                "tmp": str(base / "tmp"),
+                "settings": SETTINGS,
+                "assignment": gf.NAME if key != "lib" else "lrua_memory",
+            }
+            for key in runs
+        }
+        procs = {key: _grader(job, user) for key, job in jobs.items()}
+        finished = {key: _finish(proc) for key, proc in procs.items()}
+        time.sleep(6)  # a writer left behind would have written by now (it waits 5 s)
+        left = _leftovers([gf.MARK, str(base / "tmp")])
+        canary_alive = [h.poll() is None for h in helpers]
+    finally:
+        for helper in helpers:
+            helper.kill()
+            helper.wait()
+        server.close()
+    by_shown = {r["submission"]: r for key in ("a", "b") for r in finished[key][0]}
+    results = {name: by_shown[gradebook.shown(f"{name}.ipynb")] for name in fixtures}
     problems = []
-    for name, (_content, statuses, low, high) in fixtures.items():
-        first, second = graded[0][name], graded[1][name]
-        if first["status"] not in statuses or not low <= first["score"] <= high:
-            problems.append(f"{name}: {first['status']} {first['score']} (expected {statuses}, {low}..{high}): {first['reason']}")
-        if (first["status"], [t["score"] for t in first["tests"]]) != (second["status"], [t["score"] for t in second["tests"]]):
-            problems.append(f"{name}: regrading changed the result ({first['status']} -> {second['status']})")
+    for name, f in fixtures.items():
+        r = results[name]
+        if r["status"] not in f.statuses or not f.low <= r["score"] <= f.high:
+            by_exercise = {t["exercise"]: 0.0 for t in r["tests"]}
+            for t in r["tests"]:
+                by_exercise[t["exercise"]] += t["score"]
+            problems.append(
+                f"{name}: {r['status']} {r['score']} (expected {sorted(f.statuses)}, {f.low}..{f.high}) "
+                f"by exercise {by_exercise}: {r['reason'][:300]}"
+            )
+    (library,) = finished["lib"][0]
+    if library["status"] not in ("ok", "cell_error") or library["score"] != 0:
+        problems.append(
+            f"library_answers: {library['status']} {library['score']} (expected 0): {library['reason'][:300]}"
+        )
     assert not problems, "\n".join(problems)
-    # nothing the notebooks wrote reached the grader's files
-    for out in runs:
-        rows = (out / "gradebook.csv").read_text().splitlines()
-        assert len(rows) == len(fixtures) + 1 and not any(r.startswith("correct.ipynb,ok,13,13") for r in rows)
-        assert json.loads((out / "write_results" / "result.json").read_text())["score"] == 0
-    feedback = (runs[0] / "read_hidden_tests" / "feedback.md").read_text()
-    assert "ref_prototypes" not in feedback and "def " not in feedback
-    assert graded[0]["read_hidden_tests"]["sha256"] and graded[0]["correct"]["versions"]["torch"]
+    assert not left, f"processes outlived the grading: {left}"
+    assert all(canary_alive), "the grader killed a process that was not its own"
+    # the gradebooks: a row per submission, one seed per run, no formulas, nothing forged
+    seeds = {}
+    for key, out in runs.items():
+        graded = finished[key][0]
+        text = (out / "gradebook.csv").read_text(errors="replace")
+        rows = list(csv.reader(text.splitlines()))
+        assert len(rows) == len(graded) + 1, f"{key}: {len(rows) - 1} rows for {len(graded)} submissions"
+        assert not any(c[:1] in ("=", "+", "-", "@") for row in rows for c in row), "a gradebook cell starts a formula"
+        assert "correct.ipynb,ok,13,13" not in text
+        seeds[key] = {r["seed"] for r in graded}
+        assert len(seeds[key]) == 1
+        assert out.stat().st_mode & 0o777 == 0o755, "the grader changed the mode of an existing output folder"
+        assert finished[key][1] < 1_000_000, f"{key}: the grader's memory peaked at {finished[key][1] / 1e6:.1f} GB"
+    assert seeds["a"] != seeds["b"], "two runs drew their hidden inputs from the same seed"
+    assert not list((base / "tmp").iterdir()), f"temporary folders were left behind: {list((base / 'tmp').iterdir())}"
+    # the tests' lines say nothing the student's code wrote; nowhere is a hidden input spelled out
+    leak = results["leak_inputs"]
+    rows_text = "\n".join(line for line in leak["feedback_text"].splitlines() if line.startswith("- "))
+    shown = [v for v in _hidden_values(load(gf.NAME), leak, 4) if v in rows_text]
+    shown += [v for v in _hidden_values(load(gf.NAME), leak, 6) if v in leak["feedback_text"]]
+    assert not shown, f"the feedback shows hidden inputs: {shown[:5]}"
+    assert results["honest_duplicated_answer"]["warnings"], "the duplicated answer cell went unmentioned"
+    GRADED[user] = results
+    other = GRADED.get("root" if user == "unprivileged" else "unprivileged")
+    if other is not None:
+        differ = [
+            name
+            for name in fixtures
+            if (results[name]["status"], [t["score"] for t in results[name]["tests"]])
+            != (other[name]["status"], [t["score"] for t in other[name]["tests"]])
+        ]
+        assert not differ, f"root and unprivileged grading disagree on {differ}"
+    if user == "unprivileged":
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_fork_bomb_verdict_does_not_depend_on_load(tmp_path):
@@ -198,13 +299,13 @@ def test_fork_bomb_verdict_does_not_depend_on_load(tmp_path):
     """
     submissions = tmp_path / "submissions"
     submissions.mkdir()
-    (submissions / "fork_bomb.ipynb").write_text(json.dumps(_fork_bomb()))
-    _, statuses, low, high = _fixtures(tmp_path / "graded")["fork_bomb"]
+    (submissions / "fork_bomb.ipynb").write_text(json.dumps(gf.fork_bomb()))
+    expected = gf.points("distances")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
-        (result,) = grader.grade_folder(submissions, NAME, tmp_path / "graded", SETTINGS)
+        (result,) = grader.grade_folder(submissions, gf.NAME, tmp_path / "graded", grader.Settings(**SETTINGS))
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
-    assert result["status"] in statuses and low <= result["score"] <= high, (result["status"], result["score"], result["reason"])
+    assert (result["status"], result["score"]) == ("cell_error", expected), result["reason"]

@@ -4,13 +4,18 @@ Each test calls one of the student's functions on inputs drawn by the grader and
 what comes back with an independent NumPy reference, in the grader's own process:
 
 * ``make_args(rng)`` draws the arguments (NumPy arrays become ``float64``/``int64`` torch
-  tensors in the student's process; Python ints and floats pass as they are);
+  tensors in the student's process; Python ints and floats pass as they are) from a generator
+  seeded with the grading run's seed (fresh for every run, recorded in the gradebook) and the
+  test's index, so that a leaked input is no use for the next run;
 * ``reference(*args)`` computes the expected value(s) with NumPy;
 * the student's function returns a tensor, a number or a tuple of them; only their values
   come back (``.npz`` without pickle) and are compared here with ``np.allclose``.
 
 ``visible=True`` marks the tests that repeat a check the student sees in the notebook: their
 points must add up to the ``points`` recorded in the notebook's ``tests`` cell.
+
+An assignment's module may list ``LIBRARY_HIDDEN``: modules of the course library that already
+do what the exercise asks; the sandbox replaces them by a stub that refuses to be imported.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ class Assignment:
     name: str
     folder: Path
     tests: tuple[Test, ...]
-    seed: int  # the grader's seed: the notebook's SEED and every test's inputs derive from it
     notebook_cpu_s: float  # CPU seconds the whole notebook may use in stage A
+    hidden_modules: tuple[str, ...] = ()  # library modules the sandbox replaces by a stub
 
     @property
     def solution(self) -> Path:
@@ -75,10 +80,11 @@ def load(name: str) -> Assignment:
     names = [t.name for t in tests]
     if len(set(names)) != len(names):
         raise ValueError(f"assignment {name!r} has two tests with the same name")
-    return Assignment(name, ASSIGNMENTS_DIR / name, tests, int(module.SEED), float(getattr(module, "NOTEBOOK_CPU_S", 120)))
+    hidden = tuple(getattr(module, "LIBRARY_HIDDEN", ()))
+    return Assignment(name, ASSIGNMENTS_DIR / name, tests, float(getattr(module, "NOTEBOOK_CPU_S", 120)), hidden)
 
 
-def draw_args(assignment: Assignment, index: int) -> list:
-    """The arguments of test ``index``: the same on every regrade."""
-    rng = np.random.default_rng([assignment.seed, index])
+def draw_args(assignment: Assignment, index: int, seed: int) -> list:
+    """The arguments of test ``index`` in the grading run whose seed is ``seed``."""
+    rng = np.random.default_rng([seed, index])
     return assignment.tests[index].make_args(rng)

@@ -1,7 +1,12 @@
 """Stage A, run inside the sandbox: execute ``submission.ipynb`` with papermill.
 
-Writes ``out/stage_a.json`` ({"status", "reason"}). That file comes from the student's
-sandbox, so the grader uses it only to explain what happened, never to score.
+Reports ``{"status", "reason"}`` as one JSON line on the report descriptor the sandbox passed
+(``METAEDU_REPORT_FD``). The grader takes the notebook's status from that report alone (finding
+10 of issue 17), so the student's kernel must not be able to write it: this runner makes itself
+non-dumpable before the kernel starts (other processes of the sandbox, which all run as the same
+user, can then neither open its ``/proc/<pid>/fd`` nor trace it), and the descriptor is not
+inherited by the kernel. A kernel that kills this runner leaves no report: the grader then
+records a dead kernel.
 
 The kernel starts with :data:`KERNEL_GUARD` as an IPython startup file: when the student's code
 forks the kernel (``os.fork()``), a copy that finishes or fails its cell stops itself there
@@ -13,13 +18,12 @@ notebook's outcome would depend on how the machine scheduled them.
 
 from __future__ import annotations
 
-import errno
+import ctypes
 import json
 import os
 import sys
 
-
-REPORT, REPORT_BYTES = "out/stage_a.json", 4096
+PR_SET_DUMPABLE = 4
 
 KERNEL_GUARD = """\
 import os as _os
@@ -57,47 +61,53 @@ def _install_kernel_guard() -> None:
     os.environ["IPYTHONDIR"] = folder
 
 
-def main() -> int:
-    params = json.load(open("params.json"))
-    # reserve the report's space first: a notebook that fills the disk must not silence it
-    with open(REPORT, "wb") as fh:
-        fh.write(b" " * REPORT_BYTES)
-    status, reason = "ok", ""
-    try:
-        _install_kernel_guard()
-        import papermill
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-        from papermill.exceptions import PapermillExecutionError
+def _private_report() -> int:
+    """The report descriptor, kept from the kernel: not inherited, and this process not dumpable."""
+    fd = int(os.environ.pop("METAEDU_REPORT_FD"))
+    os.set_inheritable(fd, False)
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make the notebook's runner non-dumpable")
+    return fd
 
-        try:
-            papermill.execute_notebook(
-                "submission.ipynb", os.devnull,  # outputs are not kept: the grader never trusts them
-                parameters=params["parameters"], kernel_name=params["kernel"],
-                execution_timeout=int(params["wall_s"]), progress_bar=False, request_save_on_cell_execute=False,
-                start_timeout=120, cwd=".",
-            )
-        except PapermillExecutionError as err:
-            status = "oom" if err.ename == "MemoryError" else "cell_error"
-            reason = f"cell {err.cell_index}: {err.ename}: {err.evalue}"
-        except CellTimeoutError:
-            status, reason = "timeout", f"a cell ran longer than {params['wall_s']:.0f} s (wall clock)"
-        except DeadKernelError as err:
-            status, reason = "kernel_died", f"the kernel died: {err}"
+
+def run(params: dict) -> tuple[str, str]:
+    """Execute the notebook; (status, reason)."""
+    _install_kernel_guard()
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill.execute_notebook(
+            "submission.ipynb",
+            os.devnull,  # outputs are not kept: the grader never trusts them
+            parameters=params["parameters"],
+            kernel_name=params["kernel"],
+            execution_timeout=int(params["wall_s"]),
+            progress_bar=False,
+            request_save_on_cell_execute=False,
+            start_timeout=120,
+            cwd=".",
+        )
+    except PapermillExecutionError as err:
+        status = "oom" if err.ename == "MemoryError" else "cell_error"
+        return status, f"cell {err.cell_index}: {err.ename}: {err.evalue}"
+    except CellTimeoutError:
+        return "timeout", f"a cell ran longer than {params['wall_s']:.0f} s (wall clock)"
+    except DeadKernelError as err:
+        return "kernel_died", f"the kernel died: {err}"
+    return "ok", ""
+
+
+def main() -> int:
+    report = _private_report()
+    try:
+        status, reason = run(json.load(open("params.json")))
     except MemoryError:
         status, reason = "oom", "out of memory while running the notebook"
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EFBIG):
-            status, reason = "harness_error", f"{err.__class__.__name__}: {err}"
-        else:  # the notebook filled its disk or wrote a file over the size limit
-            status, reason = "cell_error", f"the notebook filled the disk: {err}"
     except BaseException as err:  # noqa: BLE001 - reported, never raised past the sandbox
         status, reason = "harness_error", f"{err.__class__.__name__}: {err}"
-    text = json.dumps({"status": status, "reason": reason[:1000]}, ensure_ascii=True).encode()
-    fd = os.open(REPORT, os.O_WRONLY)  # overwrite the reserved bytes in place (no new blocks needed)
-    try:
-        os.pwrite(fd, text.ljust(REPORT_BYTES)[:REPORT_BYTES], 0)
-    finally:
-        os.close(fd)
+    os.write(report, (json.dumps({"status": status, "reason": reason[:1000]}) + "\n").encode())
     return 0
 
 

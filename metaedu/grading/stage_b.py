@@ -1,10 +1,14 @@
 """Stage B, run inside the sandbox: load the student's definitions and call them on the grader's inputs.
 
-Inputs (written by the grader): ``cells.json`` (the setup and answer cells' sources),
-``probes.json`` (which function each test calls and the kinds of its arguments) and
-``args_<i>.npz`` (the argument arrays). Outputs: ``out/result_<i>.npz`` (the returned
-values as float64 arrays) and ``out/stage_b.json`` (errors, for feedback). Nothing here
-compares or scores: the grader does that in its own process with what comes back.
+Inputs (written by the grader): ``cells.json`` (the setup, added and answer cells' sources) and
+``probes.json`` (for each test: the function it calls and its arguments, arrays encoded as in
+:mod:`metaedu.grading.transfer`). Output: one JSON line per event on the report descriptor
+(``METAEDU_REPORT_FD``), written as it happens -- ``{"cell_error": k, "kind": name}``,
+``{"result": i, "values": [array, ...]}`` (float64) or ``{"error": i, "kind": name}`` -- so that
+what came before a crash is kept. Nothing here compares or scores: the grader does that in its
+own process, and names an exception only if it is a built-in one. The student's code runs in
+this process and could write on the descriptor too: it can only make up values, which is what
+answering the exercise means anyway.
 
 Forked copies: the student's code runs in this process, so ``os.fork()`` in a cell or a
 function makes copies of the runner. A copy that comes back into the runner's code (its cell
@@ -24,6 +28,8 @@ import signal
 import sys
 
 import numpy as np
+
+from metaedu.grading import transfer
 
 
 def _to_arrays(value) -> list[np.ndarray]:
@@ -52,31 +58,37 @@ def _only_the_runner_goes_on() -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
+def _argument(kind: str, value):
+    import torch
+
+    if kind == "tensor":
+        return torch.from_numpy(transfer.decode(value))
+    return {"int": int, "float": float, "bool": bool}[kind](value)
+
+
 def main() -> int:
     import torch
 
     torch.set_num_threads(1)
+    fd = int(os.environ.pop("METAEDU_REPORT_FD"))
+
+    def say(event: dict) -> None:
+        os.write(fd, (json.dumps(event) + "\n").encode())
+
     cells = json.load(open("cells.json"))
     probes = json.load(open("probes.json"))
-    report = {"cell_errors": [], "errors": {}}
     namespace: dict = {"__name__": "__main__"}
     for index, source in enumerate(cells["sources"]):
         try:
             exec(compile(source, f"<cell {index}>", "exec"), namespace)  # noqa: S102 - the student's code, sandboxed
         except BaseException as err:  # noqa: BLE001
-            report["cell_errors"].append(f"cell {index}: {err.__class__.__name__}: {str(err)[:300]}")
+            _only_the_runner_goes_on()
+            say({"cell_error": index, "kind": err.__class__.__name__})
         _only_the_runner_goes_on()
     for probe in probes:
         i = probe["index"]
         try:
-            with np.load(f"args_{i}.npz", allow_pickle=False) as data:
-                arrays = [data[f"a{k}"] for k in range(len(probe["kinds"]))]
-            args = []
-            for kind, array in zip(probe["kinds"], arrays):
-                if kind == "tensor":
-                    args.append(torch.from_numpy(array.copy()))
-                else:
-                    args.append({"int": int, "float": float, "bool": bool}[kind](array.item()))
+            args = [_argument(kind, value) for kind, value in zip(probe["kinds"], probe["args"])]
             function = namespace.get(probe["function"])
             if not callable(function):
                 raise NameError(f"{probe['function']} is not defined")
@@ -85,13 +97,10 @@ def main() -> int:
                 value = function(*args)
             finally:
                 _only_the_runner_goes_on()
-            arrays_out = _to_arrays(value)
-            np.savez(f"out/result_{i}.npz", **{f"r{k}": a for k, a in enumerate(arrays_out)})
+            say({"result": i, "values": [transfer.encode(a) for a in _to_arrays(value)]})
         except BaseException as err:  # noqa: BLE001
-            text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-            report["errors"][str(i)] = f"{err.__class__.__name__}: {text}" if text else err.__class__.__name__
-    with open("out/stage_b.json", "w") as fh:
-        json.dump(report, fh)
+            _only_the_runner_goes_on()
+            say({"error": i, "kind": err.__class__.__name__})
     return 0
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from metaedu.grading.spec import Test
 
-SEED = 2026
+# the library's implementation of the exercise, hidden from the sandbox while grading
+LIBRARY_HIDDEN = ("metaedu.algorithms.mann",)
 NOTEBOOK_CPU_S = 120  # CPU seconds for the whole notebook in stage A (kernel start included)
 
 

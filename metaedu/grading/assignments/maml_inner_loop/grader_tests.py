@@ -12,7 +12,6 @@ import numpy as np
 
 from metaedu.grading.spec import Test
 
-SEED = 2025
 NOTEBOOK_CPU_S = 120  # CPU seconds for the whole notebook in stage A (kernel start included)
 
 
