@@ -39,7 +39,7 @@ def test_standard_deviation_is_kept_above_its_floor():
     cnp = CNP(x_dim=2, r_dim=8, hidden=(16,), min_std=0.1)
     with torch.no_grad():
         cnp.decoder.net[-1].bias.fill_(-50.0)  # softplus(-50) is about 0
-    _, log_var = cnp(*_data()[:3])
+        _, log_var = cnp(*_data()[:3])
     std = torch.exp(0.5 * log_var)
     assert float(std.min()) >= 0.1 - 1e-6 and float(std.max()) < 0.1 + 1e-4
 

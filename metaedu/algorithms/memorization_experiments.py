@@ -22,7 +22,7 @@ CNP: an empty context). A model that ignores its support set scores the same in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -109,7 +109,7 @@ class PoseSettings(_Common):
 
     @classmethod
     def quick(cls) -> "PoseSettings":
-        return cls(cnp_steps=20000)
+        return cls(steps=3000)
 
     @classmethod
     def full(cls) -> "PoseSettings":
@@ -141,7 +141,7 @@ class ClassificationSettings(_Common):
 
     @classmethod
     def quick(cls) -> "ClassificationSettings":
-        return cls()
+        return cls(steps=2000)
 
     @classmethod
     def full(cls) -> "ClassificationSettings":
@@ -162,7 +162,7 @@ class SinusoidSettings(_Common):
     inner_steps: int = 1
     test_inner_steps: int = 5
     meta_batch: int = 25
-    steps: int = 1500
+    steps: int = 1000
     outer_lr: float = 3e-3
     eval_tasks: int = 500
 

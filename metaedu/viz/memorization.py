@@ -24,8 +24,11 @@ def _axes(ax, figsize=(9, 4.8)):
     return ax.figure, ax
 
 
-def plot_pose_task(images, targets, title: str, n: int = 8, canonical=None):
-    """One pose task: ``n`` of its images with their targets (and the canonical drawing first, if given)."""
+def plot_pose_task(images, targets, title: str, n: int = 8, canonical=None, label: str = "y = {:.1f}"):
+    """One pose task: ``n`` of its images with their targets (and the canonical drawing first, if given).
+
+    ``label`` formats the number shown above each image (a target, or any per-image value).
+    """
     images = np.asarray(images)[:n]
     targets = np.asarray(targets).reshape(-1)[:n]
     panels = len(images) + (canonical is not None)
@@ -38,7 +41,7 @@ def plot_pose_task(images, targets, title: str, n: int = 8, canonical=None):
         start = 1
     for ax, img, y in zip(axes[start:], images, targets):
         ax.imshow(img.squeeze(), cmap="gray_r")
-        ax.set_title(f"y = {y:.1f}", fontsize=13)
+        ax.set_title(label.format(float(y)), fontsize=13)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -81,29 +84,32 @@ def plot_support_ablation(scores: dict, chance: float | None = None, ax=None, ti
     return fig
 
 
-def plot_beta_sweep(betas, test_scores: dict, gaps: dict, chosen: dict | None = None, highlight: float | None = None,
-                    reference: dict | None = None):
+def plot_beta_sweep(betas: dict, test_scores: dict, gaps: dict, chosen: dict | None = None,
+                    highlight: float | None = None, reference: dict | None = None):
     """Two panels against beta (log scale): new-character MSE and the "support ignored" gap on training characters.
 
-    ``test_scores[method]`` and ``gaps[method]`` are lists of Scores, one per beta; ``chosen[method]``
-    is the beta picked on meta-validation; ``highlight`` draws a vertical line (the widget's beta);
+    For each method, ``betas[method]`` lists its grid and ``test_scores[method]``, ``gaps[method]`` hold
+    one Score per grid value; ``chosen[method]`` is the beta picked on meta-validation (a star);
+    ``highlight`` draws a vertical line (the widget's beta) and circles the points at it;
     ``reference[method]`` is the unregularised model's Score (beta = 0), drawn as a dashed line.
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
-    x = np.asarray(betas, dtype=float)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     for method in test_scores:
         color = method_color(method)
+        x = np.asarray(betas[method], dtype=float)
         for ax, series in ((left, test_scores[method]), (right, gaps[method])):
             mean = np.array([s.mean for s in series])
             ci = np.array([s.ci95 for s in series])
             ax.errorbar(x, mean, yerr=ci, marker="o", capsize=4, color=color, label=method)
+            if highlight is not None and highlight in betas[method]:
+                i = list(betas[method]).index(highlight)
+                ax.plot([x[i]], [mean[i]], marker="o", ms=16, mfc="none", mec=color, mew=2.5, ls="none")
         if reference and method in reference:
             base = method.replace("MR-", "").replace(" (W)", "").replace(" (A)", "")
-            left.axhline(reference[method].mean, color=method_color(base), ls="--", lw=1.5,
-                         label=f"{base} (beta = 0)")
+            left.axhline(reference[method].mean, color=method_color(base), ls="--", lw=1.5, label=f"{base} (no regularizer)")
         if chosen and method in chosen:
-            left.plot([chosen[method]], [test_scores[method][list(x).index(chosen[method])].mean], marker="*",
-                      ms=18, color=color, ls="none")
+            i = list(betas[method]).index(chosen[method])
+            left.plot([x[i]], [test_scores[method][i].mean], marker="*", ms=18, color=color, ls="none")
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel(r"$\beta$")
@@ -112,17 +118,17 @@ def plot_beta_sweep(betas, test_scores: dict, gaps: dict, chosen: dict | None = 
     left.set_ylabel("MSE on new characters")
     left.set_title("meta-test error (star: chosen on validation)")
     left.set_ylim(0, None)
-    right.set_ylabel("MSE(shuffled) - MSE(own)")
+    right.set_ylabel("MSE(other support) - MSE(own)")
     right.set_title("how much the support set matters\n(training characters)")
     right.axhline(0, color=COLORS["paper"], lw=1)
-    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, fontsize=12)
+    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2, fontsize=12)
     fig.tight_layout()
     return fig
 
 
 def plot_pose_fit(y_true, predictions: dict, title: str, ax=None):
     """Predicted against true pose on one task's query images; ``predictions``: label -> values."""
-    fig, ax = _axes(ax, figsize=(6.5, 5.5))
+    fig, ax = _axes(ax, figsize=(10, 5.5))
     y = np.asarray(y_true).reshape(-1)
     ax.plot([0, 10], [0, 10], color=COLORS["truth"], lw=1.5, label="perfect")
     for label, pred in predictions.items():
@@ -189,5 +195,20 @@ def plot_graphical_model(bottleneck: bool = False, ax=None):
     ax.axis("off")
     ax.set_title("shaded: observed; dashed: the arrows memorization cuts" if not bottleneck
                  else r"the direct path from $x^*$ now passes through $z^*$", fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: dict, ylabel: str, title: str, ax=None, log: bool = True):
+    """Training curves, one colour per method; ``curves``: method -> (steps, values)."""
+    fig, ax = _axes(ax, figsize=(9, 4.5))
+    for method, (steps, values) in curves.items():
+        ax.plot(np.asarray(steps), np.asarray(values), color=method_color(method), label=method)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
