@@ -9,7 +9,7 @@ one command and stored (the lecture bar's "reference checkpoints")::
 It trains every model of :func:`catalogue` with the experiments' ``quick()`` settings (the
 package's own code: :func:`~metaedu.algorithms.memorization_experiments.meta_train`), rounds the
 weights to float16, scores each rounded model on fixed test tasks, and writes
-``metaedu/reference/memorization/<name>.pt`` and ``manifest.json`` (settings, data, command,
+``metaedu/algorithms/memorization_models/<name>.pt`` and ``manifest.json`` (settings, data, command,
 training time, recorded score). ``tests/test_memorization_reference.py`` reloads each file and
 reproduces its recorded score. The lecture loads a model with :func:`load` when its settings
 equal the stored ones, and trains it otherwise (full mode, or changed settings).
@@ -33,7 +33,7 @@ import torch
 from metaedu.algorithms import memorization_experiments as mx
 from metaedu.runtime import cache_dir, check_mode, preset
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference" / "memorization"
+REFERENCE_DIR = Path(__file__).resolve().parent / "memorization_models"
 #: Seed of the fixed tasks behind each recorded score (the lecture's test tasks use the same).
 SCORE_SEED = 4242
 #: Test tasks (pose) or episodes (classification) behind each recorded score.
