@@ -6,7 +6,9 @@ import argparse
 import importlib
 
 #: Modules with an ``add_commands(subparsers)`` function, in help order.
-COMMAND_MODULES = ("metaedu.notebooks", "metaedu.grading.cli", "metaedu.lab")
+COMMAND_MODULES = (
+    "metaedu.notebooks", "metaedu.book", "metaedu.train_command", "metaedu.grading.cli", "metaedu.lab", "metaedu.bench",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

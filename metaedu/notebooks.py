@@ -143,11 +143,7 @@ def summary_table(results: list[RunResult]) -> str:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    try:
-        notebooks = find_notebooks(args.notebooks)
-    except FileNotFoundError as err:
-        print(f"metaedu run: {err}", file=sys.stderr)
-        return 2
+    notebooks = find_notebooks(args.notebooks)  # a name matching no lecture: one line and exit 2 (metaedu.cli)
     out = Path(args.out)
     results = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb", file=sys.stderr)

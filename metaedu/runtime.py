@@ -2,15 +2,20 @@
 
 Every algorithm's settings are a dataclass with two presets, ``quick()`` (a
 laptop CPU in lecture time) and ``full()`` (a GPU, the paper's setting);
-:func:`preset` picks one from the notebook's ``MODE`` parameter.
+:func:`preset` picks one from the notebook's ``MODE`` parameter. Also here,
+because every layer of the package needs it: :func:`evaluation_mode`, the one
+way to run modules in evaluation mode for a while.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -82,6 +87,27 @@ def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block as if PyTorch had just been seeded with ``seed``; the global RNG is restored after.
+
+    For building modules: PyTorch's layers draw their initial weights from the global
+    generator, so ``with seeded(seed): net = Conv4()`` gives the same weights for the same
+    seed, whatever ran before, and leaves the caller's random state exactly as it was.
+    Library code uses this instead of ``torch.manual_seed``; only :func:`seed_everything`,
+    called by a notebook or script, sets the global state for good.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    mps_state = torch.mps.get_rng_state() if _mps_available() else None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
 def set_threads(n: int | None = None) -> int:
     """Fix PyTorch's CPU thread count and return it.
 
@@ -131,13 +157,67 @@ def preset(settings_cls: type[T], mode: str, **overrides) -> T:
     """Return ``settings_cls.quick()`` or ``settings_cls.full()``, with fields overridden.
 
     Every algorithm's settings dataclass defines both classmethods; this is the
-    one place where a notebook's ``MODE`` turns into hyper-parameters.
+    one place where a notebook's ``MODE`` turns into hyper-parameters. The
+    overrides go through ``dataclasses.replace``, so the class's ``__post_init__``
+    checks them like any other value (an unknown name is a ``TypeError``, an
+    impossible value a ``ValueError``).
     """
     check_mode(mode)
+    if not dataclasses.is_dataclass(settings_cls):
+        raise TypeError(f"{settings_cls.__name__} is not a settings dataclass")
     settings = getattr(settings_cls, mode)()
-    unknown = set(overrides) - set(getattr(settings, "__dataclass_fields__", {}))
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(settings)}
     if unknown:
         raise TypeError(f"{settings_cls.__name__} has no field(s) {sorted(unknown)}")
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    return settings
+    return dataclasses.replace(settings, **overrides)
+
+
+def check_settings(settings, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                   choices: dict[str, tuple] | None = None) -> None:
+    """Reject impossible values of a settings dataclass with a message naming the field.
+
+    ``positive`` fields must be > 0 (a tuple: non-empty, every entry > 0; ``None`` is allowed
+    where the field's type admits it), ``non_negative`` fields >= 0, and ``choices`` maps a
+    field to its allowed values. A settings class calls this from ``__post_init__``.
+    """
+    name = type(settings).__name__
+    for field in positive:
+        value = getattr(settings, field)
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and (not values or not all(_is_number(v) and v > 0 for v in values)):
+            raise ValueError(f"{name}.{field} must be {'positive numbers' if isinstance(value, tuple) else 'positive'}, "
+                             f"got {value!r}")
+    for field in non_negative:
+        value = getattr(settings, field)
+        if not (_is_number(value) and value >= 0):
+            raise ValueError(f"{name}.{field} must be zero or positive, got {value!r}")
+    for field, allowed in (choices or {}).items():
+        value = getattr(settings, field)
+        if value not in allowed:
+            names = [repr(a) for a in allowed]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+            raise ValueError(f"{name}.{field} must be {listed}, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@contextmanager
+def evaluation_mode(*modules) -> Iterator[None]:
+    """Run a block with ``modules`` in evaluation mode; every submodule's own mode is restored after.
+
+    Batch norm then uses its running statistics (and dropout is off). Arguments that are not
+    ``torch.nn.Module`` (e.g. a plain encoder function) are left alone, so callers need not check.
+    Restoring each submodule's flag, not one flag for the whole model, keeps a frozen part that
+    was deliberately left in evaluation mode as it was.
+    """
+    saved = [(m, m.training) for module in modules if isinstance(module, torch.nn.Module) for m in module.modules()]
+    try:
+        for module in modules:
+            if isinstance(module, torch.nn.Module):
+                module.eval()
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training

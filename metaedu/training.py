@@ -4,22 +4,27 @@ Every algorithm supplies a ``step(i)`` function that samples a meta-batch,
 computes the loss, updates the parameters and returns its metrics; this loop
 does the rest, the same way for every lecture::
 
-    history = train(step, n_steps=settings.steps, state={"model": model, "opt": opt},
-                    checkpoint=cache_dir() / "protonet.pt")
+    history = train(step, n_steps=settings.steps, state={"model": model, "opt": opt, "sampler": sampler.generator},
+                    checkpoint=resolve(checkpoint, "protonet", settings, data, seed))
 
 An interrupted full-mode run called again with the same ``checkpoint`` resumes
-from the last saved step (models, optimisers, generators and history restored).
+from the last saved step (models, optimisers, tensors, generators and history
+restored); :mod:`metaedu.checkpoints` names the file.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from metaedu import distributed
+from metaedu.runtime import progress_bars
 
 
 @dataclass
@@ -67,27 +72,49 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
+#: The clock of time budgets and of ``History.seconds`` (a test replaces it with a fake one).
+_now = time.perf_counter
+
+
 def _state_of(obj: Any) -> Any:
     if isinstance(obj, torch.Generator):
         return obj.get_state()
+    if isinstance(obj, torch.Tensor):  # a parameter kept as a plain tensor (e.g. a flat theta)
+        return obj.detach().clone()
+    if not hasattr(obj, "state_dict"):
+        raise TypeError(f"cannot checkpoint a {type(obj).__name__}: state holds modules, optimisers, schedulers, "
+                        "tensors, torch.Generators or objects with state_dict()/load_state_dict()")
     return obj.state_dict()
 
 
 def _restore(obj: Any, state: Any) -> None:
     if isinstance(obj, torch.Generator):
         obj.set_state(state)
+    elif isinstance(obj, torch.Tensor):
+        with torch.no_grad():
+            obj.copy_(state)
     else:
         obj.load_state_dict(state)
 
 
 def save_checkpoint(path: Path, step: int, state: dict[str, Any], history: History) -> None:
-    """Write atomically, so an interruption never leaves a half-written checkpoint."""
+    """Write atomically, so an interruption never leaves a half-written checkpoint.
+
+    Under ``torchrun`` (:mod:`metaedu.distributed`) every rank calls this at the same step: the
+    generators' states of all ranks are gathered (each rank draws its own tasks), rank 0 writes
+    the file, and the ranks wait for it before going on.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"step": step, "state": {k: _state_of(v) for k, v in state.items()}, "history": history.state_dict()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    payload = {"step": step, "state": {}, "history": history.state_dict()}
+    for key, obj in state.items():
+        value = _state_of(obj)
+        payload["state"][key] = {"per_rank": distributed.gather(value)} if isinstance(obj, torch.Generator) else value
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    distributed.barrier()
 
 
 def load_checkpoint(path: Path, state: dict[str, Any], history: History) -> int:
@@ -96,8 +123,16 @@ def load_checkpoint(path: Path, state: dict[str, Any], history: History) -> int:
     missing = set(state) - set(payload["state"])
     if missing:
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)}; it was written by a different training setup")
+    rank, size = distributed.world().rank, distributed.world().size
     for key, obj in state.items():
-        _restore(obj, payload["state"][key])
+        saved = payload["state"][key]
+        if isinstance(obj, torch.Generator):
+            per_rank = saved["per_rank"] if isinstance(saved, dict) and "per_rank" in saved else [saved]
+            if len(per_rank) != size:
+                raise ValueError(f"checkpoint {path} was written by {len(per_rank)} process(es), this run has {size}; "
+                                 "resume it with the same number of processes (torchrun --nproc-per-node)")
+            saved = per_rank[rank]
+        _restore(obj, saved)
     history.load_state_dict(payload["history"])
     return int(payload["step"])
 
@@ -119,9 +154,10 @@ def train(
         step: does one meta-update and returns metrics (tensors or numbers); ``"loss"`` is shown
             on the progress bar.
         n_steps: total number of steps (including those already done when resuming).
-        state: objects to checkpoint: modules, optimisers, schedulers, ``torch.Generator``s.
+        state: objects to checkpoint: modules, optimisers, schedulers, tensors, ``torch.Generator``s
+            (every generator a step draws from: that is the random state a resumed run needs).
         checkpoint: file to save to every ``checkpoint_every`` steps and at the end; if it
-            exists, training resumes from it.
+            exists, training resumes from it (:func:`metaedu.checkpoints.resolve` names it).
         log_every: record metrics every this many steps.
         max_seconds: stop after the step that uses up this much wall time (a time budget, e.g.
             for a benchmark); ``history.steps_done`` says how far training got.
@@ -129,19 +165,20 @@ def train(
         FloatingPointError: a metric became NaN or infinite (naming the step and the metric);
             the last checkpoint is left untouched.
     """
-    import time
-
     from tqdm.auto import tqdm
 
-    from metaedu.runtime import progress_bars
-
+    if int(n_steps) != n_steps or n_steps < 0:
+        raise ValueError(f"n_steps must be a whole number >= 0, got {n_steps!r}")
+    if checkpoint_every < 1 or log_every < 1:
+        raise ValueError(f"checkpoint_every and log_every must be >= 1, got {checkpoint_every} and {log_every}")
     state = state or {}
     history = History()
     start_step = 0
     if checkpoint is not None and Path(checkpoint).exists():
         start_step = load_checkpoint(Path(checkpoint), state, history)
-    began = time.perf_counter() - history.seconds
-    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not (progress and progress_bars()), leave=False, initial=start_step, total=n_steps)
+    began = _now() - history.seconds
+    bar = tqdm(range(start_step, n_steps), desc=desc, disable=not (progress and progress_bars() and distributed.is_main()), leave=False,
+               initial=start_step, total=n_steps)
     for i in bar:
         metrics = step(i)
         values = {k: _to_float(v) for k, v in metrics.items()}
@@ -151,16 +188,61 @@ def train(
                 f"{desc}: {', '.join(bad)} became {values[bad[0]]} at step {i}; "
                 "lower the learning rate or check the inputs (the last checkpoint was kept)"
             )
-        out_of_time = max_seconds is not None and time.perf_counter() - began >= max_seconds
+        out_of_time = max_seconds is not None and _now() - began >= max_seconds
         last = i == n_steps - 1 or out_of_time
         if i % log_every == 0 or last:
             history.log(i, values)
         if "loss" in values and i % 10 == 0:
             bar.set_postfix(loss=f"{values['loss']:.3f}")
         if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or last):
-            history.seconds = time.perf_counter() - began
+            history.seconds = _now() - began
             save_checkpoint(Path(checkpoint), i + 1, state, history)
         if out_of_time:
             break
-    history.seconds = time.perf_counter() - began
+    history.seconds = _now() - began
     return history
+
+
+class ValidationKeeper:
+    """Model selection on validation data (held-out training classes, never the evaluation split).
+
+    Called after every training step with the number of steps done: every ``every`` steps (and
+    after the last) it scores ``model`` with ``score()`` (higher is better, computed without
+    gradients) and keeps a copy of the best weights so far; :meth:`restore` puts them back.
+    Put it in ``train``'s ``state``: its scores and best weights are checkpointed with the rest.
+    """
+
+    def __init__(self, model: torch.nn.Module, score: Callable[[], float], every: int) -> None:
+        if every < 1:
+            raise ValueError(f"the validation interval must be >= 1 steps, got {every}")
+        self.model, self.score, self.every = model, score, every
+        self.steps: list[int] = []  # steps done at each score
+        self.accs: list[float] = []  # the scores
+        self.best_state: dict | None = None
+
+    @torch.no_grad()
+    def __call__(self, done: int, last: bool) -> None:
+        if done % self.every and not last:
+            return
+        value = float(self.score())
+        if not self.accs or value > max(self.accs):
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.steps.append(done)
+        self.accs.append(value)
+
+    @property
+    def best(self) -> tuple[int, float]:
+        """(steps done, score) of the kept weights (the earliest of equal scores)."""
+        j = max(range(len(self.accs)), key=lambda k: (self.accs[k], -k))
+        return self.steps[j], self.accs[j]
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "accs": self.accs, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.accs, self.best_state = list(state["steps"]), list(state["accs"]), state["best_state"]
+

@@ -28,6 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from metaedu import lab
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -66,6 +68,24 @@ def find_chromium() -> str | None:
         if found:
             return found
     return None
+
+
+def needs_browser() -> str:
+    """Chromium's path; skip (fail in CI) with the reason when Playwright or Chromium is missing."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install -e '.[browser]')")
+    chromium = find_chromium()
+    if chromium is None:
+        missing.append("Chromium (apt-get install chromium, or set METAEDU_CHROMIUM)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + ", and CI must run them", pytrace=False)
+        pytest.skip(message + "; not installed on this machine")
+    return chromium
 
 
 def free_port() -> int:

@@ -13,6 +13,8 @@ torch.set_num_threads(int(os.environ.get("METAEDU_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):
+    # the book is built from the notebooks the notebook tests executed: its tests run last
+    items.sort(key=lambda item: "book" in item.keywords)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device (none on this machine)")

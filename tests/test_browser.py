@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_helpers import LabServer, find_chromium, launch_browser, move_slider, pixel_change, run_all
+from browser_helpers import LabServer, launch_browser, move_slider, needs_browser, pixel_change, run_all
 from metaedu import lab
 from metaedu.cli import main as metaedu_main
 
@@ -141,43 +141,26 @@ def test_lecture_uses_course_style(notebook):
 # --- in the browser ------------------------------------------------------------------------------
 
 
-def _needs_browser() -> str:
-    """Chromium's path; skip (fail in CI) with the reason when Playwright or Chromium is missing."""
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package (pip install -e '.[browser]')")
-    chromium = find_chromium()
-    if chromium is None:
-        missing.append("Chromium (apt-get install chromium, or set METAEDU_CHROMIUM)")
-    if missing:
-        message = "browser tests need " + " and ".join(missing)
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message + ", and CI must run them", pytrace=False)
-        pytest.skip(message + "; not installed on this machine")
-    return chromium
-
-
 def test_missing_browser_skips_here_but_fails_in_ci(monkeypatch):
     import browser_helpers
 
-    monkeypatch.setattr(sys.modules[__name__], "find_chromium", lambda: None)
+    real_find_chromium = browser_helpers.find_chromium
+    monkeypatch.setattr(browser_helpers, "find_chromium", lambda: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="Chromium"):
-        _needs_browser()
+        needs_browser()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run them"):
-        _needs_browser()
+        needs_browser()
     # and where it is installed, the helper finds it
     monkeypatch.setenv("METAEDU_CHROMIUM", sys.executable)
-    assert browser_helpers.find_chromium() == sys.executable
+    assert real_find_chromium() == sys.executable
 
 
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
     """One JupyterLab and one Chromium for the module; both stopped at the end, also after a failure."""
-    chromium = _needs_browser()
+    chromium = needs_browser()
     from playwright.sync_api import sync_playwright
 
     work = tmp_path_factory.mktemp("jupyterlab")

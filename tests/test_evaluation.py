@@ -65,3 +65,19 @@ def test_digits_sets():
     assert big.images.shape == (1797, 1, 28, 28)
     x, y = digits_arrays()
     assert x.shape == (1797, 64) and set(y.tolist()) == set(range(10))
+
+
+def test_roc_auc_counts_tied_scores_as_half():
+    from metaedu.evaluation import roc_curve
+
+    g = torch.Generator().manual_seed(5)
+    p = torch.randint(0, 4, (60,), generator=g).float() / 4  # four distinct scores: many ties
+    y = (torch.rand(60, generator=g) < 0.5).float()
+    fpr, tpr, auc = roc_curve(p, y)
+    pos, neg = p[y == 1], p[y == 0]
+    above = (pos[:, None] > neg[None, :]).double().mean().item()
+    tied = (pos[:, None] == neg[None, :]).double().mean().item()
+    assert auc == pytest.approx(above + 0.5 * tied, abs=1e-9)  # Mann-Whitney with ties counted half
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    with pytest.raises(ValueError, match="both positive and negative"):
+        roc_curve(p, torch.ones(60))

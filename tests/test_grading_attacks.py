@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -21,6 +23,9 @@ from metaedu.grading.spec import load
 pytestmark = pytest.mark.slow
 NAME = "episodes_protonet"
 MARK = "987654"  # in the command line of every process a fixture tries to leave behind
+# small CPU budgets keep the suite short (the infinite loop uses all of stage A's); generous
+# wall-clock backstops, which only code that sleeps or waits should reach
+SETTINGS = grader.Settings(jobs=2, stage_a_cpu_s=20, stage_b_cpu_s=20, stage_a_wall_s=240, stage_b_wall_s=120, progress=False)
 
 
 def _solutions() -> dict[str, str]:
@@ -46,6 +51,11 @@ def _prepend(data: dict, code: str, cell_id: str = "answer-prototypes") -> dict:
     cell = _cell(data, cell_id)
     cell["source"] = code + "\n" + "".join(cell["source"])
     return data
+
+
+def _fork_bomb() -> dict:
+    """A solved notebook with a fork bomb before the definition of ``prototypes``."""
+    return _prepend(_solve(_student()), "import os\nwhile True:\n    os.fork()")
 
 
 def _fixtures(out_dir: Path) -> dict[str, tuple[dict | bytes, set[str], float, float]]:
@@ -92,9 +102,10 @@ def _fixtures(out_dir: Path) -> dict[str, tuple[dict | bytes, set[str], float, f
     fixtures["memory_bomb"] = (_prepend(_solve(_student()), (
         "hog = []\nwhile True:\n    hog.append(bytearray(256 * 2**20))"
     )), {"oom", "kernel_died"}, 0, 0)
-    fixtures["fork_bomb"] = (_prepend(_solve(_student()), (
-        "import os\nwhile True:\n    os.fork()"
-    )), {"cell_error", "kernel_died", "timeout"}, 0, 0)
+    # the process limit makes os.fork() fail in the bombed answer cell: an ordinary cell error,
+    # and the answers that do not depend on that cell (the distances: 3 points) still score
+    distances_points = sum(t.points for t in load(NAME).tests if t.exercise == "distances")
+    fixtures["fork_bomb"] = (_fork_bomb(), {"cell_error"}, distances_points, distances_points)
     fixtures["background_process"] = (_prepend(_solve(_student()), (
         f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
         f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{MARK}1'])"
@@ -154,7 +165,7 @@ def test_attack_suite(tmp_path):
         raw = content if isinstance(content, bytes) else json.dumps(content).encode()
         (submissions / f"{name}.ipynb").write_bytes(raw)
     before = _sandbox_processes()
-    settings = grader.Settings(jobs=2, cell_timeout_s=15, stage_a_timeout_s=90, stage_b_timeout_s=60, progress=False)
+    settings = SETTINGS
     graded = []
     for out in runs:
         results = grader.grade_folder(submissions, NAME, out, settings)
@@ -177,3 +188,23 @@ def test_attack_suite(tmp_path):
     feedback = (runs[0] / "read_hidden_tests" / "feedback.md").read_text()
     assert "ref_prototypes" not in feedback and "def " not in feedback
     assert graded[0]["read_hidden_tests"]["sha256"] and graded[0]["correct"]["versions"]["torch"]
+
+
+def test_fork_bomb_verdict_does_not_depend_on_load(tmp_path):
+    """The fork bomb's verdict with a CPU hog per core running beside the grader (finding 11).
+
+    The verdict must be the one the suite expects on a quiet machine: the hogs take most of the
+    CPU, which stretches wall-clock time but not the CPU seconds the limits count.
+    """
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (submissions / "fork_bomb.ipynb").write_text(json.dumps(_fork_bomb()))
+    _, statuses, low, high = _fixtures(tmp_path / "graded")["fork_bomb"]
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        (result,) = grader.grade_folder(submissions, NAME, tmp_path / "graded", SETTINGS)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert result["status"] in statuses and low <= result["score"] <= high, (result["status"], result["score"], result["reason"])

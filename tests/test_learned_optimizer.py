@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from metaedu.algorithms import learned_optimizer as lo
+from metaedu.tasks import optimizees
 from metaedu.nn.preprocess import preprocess
 from metaedu.tasks.regression import Quadratics
 
@@ -111,7 +112,7 @@ def _tiny(dtype=torch.float64, seed=0, use_preprocess=True):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(2, 3, 3, generator=g, dtype=dtype)
     y = torch.randn(2, 3, generator=g, dtype=dtype)
-    run = lo.QuadraticRun(Quadratics(W, y), 0.1 * torch.randn(2, 3, generator=g, dtype=dtype))
+    run = optimizees.QuadraticRun(Quadratics(W, y), 0.1 * torch.randn(2, 3, generator=g, dtype=dtype))
     return opt, run
 
 
@@ -220,11 +221,11 @@ def test_unroll_and_test_run_follow_the_same_trajectory():
 
 def test_meta_training_reduces_meta_loss_on_tiny_problem():
     torch.manual_seed(0)
-    s = lo.Settings(hidden=8, horizon=10, unroll=5, meta_lr=1e-2, quad_dim=3)
+    s = lo.LearnedOptimizerSettings(hidden=8, horizon=10, unroll=5, meta_lr=1e-2, quad_dim=3)
     opt = lo.CoordinatewiseLSTM.from_settings(s)
-    held_out = lo.QuadraticProblem.from_settings(s, seed=99).sample(64)
+    held_out = optimizees.QuadraticProblem.from_settings(s, seed=99).sample(64)
     before = float(lo.optimize_learned(opt, held_out, s.horizon)[1:].mean())
-    history = lo.meta_train(opt, lo.QuadraticProblem.from_settings(s, seed=0), s, episodes=25, meta_batch=32,
+    history = lo.meta_train(opt, optimizees.QuadraticProblem.from_settings(s, seed=0), s, episodes=25, meta_batch=32,
                             progress=False)
     after = float(lo.optimize_learned(opt, held_out, s.horizon)[1:].mean())
     assert len(history["loss"]) == 50 and len(history["final"]) == 25
@@ -232,9 +233,12 @@ def test_meta_training_reduces_meta_loss_on_tiny_problem():
 
 
 def test_meta_train_rejects_horizon_not_multiple_of_unroll():
-    s = lo.Settings(horizon=10, unroll=3)
     with pytest.raises(ValueError, match="multiple of the unroll"):
-        lo.meta_train(lo.CoordinatewiseLSTM(), lo.QuadraticProblem(), s, 1, 1, progress=False)
+        lo.LearnedOptimizerSettings(horizon=10, unroll=3)
+    s = lo.LearnedOptimizerSettings(horizon=10, unroll=5)
+    s.unroll = 3  # changed after the checks ran
+    with pytest.raises(ValueError, match="multiple of the unroll"):
+        lo.meta_train(lo.CoordinatewiseLSTM(), optimizees.QuadraticProblem(), s, 1, 1, progress=False)
 
 
 # ---------------------------------------------------------------- optimizees and baselines
@@ -247,12 +251,12 @@ def test_flat_mlp_matches_torch_layers():
     theta = torch.cat([torch.cat([l.weight.detach().T.flatten(), l.bias.detach()]) for l in layers])[None]
     x = torch.randn(1, 7, 5)
     expect = layers[2](torch.sigmoid(layers[1](torch.sigmoid(layers[0](x[0])))))
-    torch.testing.assert_close(lo.mlp_logits(theta, x, sizes, "sigmoid")[0], expect)
+    torch.testing.assert_close(optimizees.mlp_logits(theta, x, sizes, "sigmoid")[0], expect)
 
 
 def test_mlp_problem_shapes_and_errors():
     x, y = torch.rand(50, 64), torch.arange(50) % 10
-    problem = lo.MLPProblem(x, y, hidden=(20,), batch=16, seed=0)
+    problem = optimizees.MLPProblem(x, y, hidden=(20,), batch=16, seed=0)
     assert problem.n_params == 64 * 20 + 20 + 20 * 10 + 10
     run = problem.sample(3, steps=4)
     assert run.theta0.shape == (3, problem.n_params) and run.batches.shape == (5, 3, 16)
@@ -260,13 +264,13 @@ def test_mlp_problem_shapes_and_errors():
     with pytest.raises(IndexError, match="steps 0..4"):
         run.loss(run.theta0, 5)
     with pytest.raises(ValueError, match="unknown activation"):
-        lo.MLPProblem(x, y, activation="swish")
+        optimizees.MLPProblem(x, y, activation="swish")
     with pytest.raises(ValueError, match="need x"):
-        lo.MLPProblem(x, y[:10])
+        optimizees.MLPProblem(x, y[:10])
 
 
 def test_sgd_baseline_is_the_closed_form_gradient_step():
-    q = lo.QuadraticProblem(dim=4, init_std=1.0, seed=0).sample(3)
+    q = optimizees.QuadraticProblem(dim=4, init_std=1.0, seed=0).sample(3)
     losses, thetas = lo.optimize_baseline("SGD", 0.01, q, 2, return_thetas=True)
     W, y, th = q.functions.W, q.functions.y, q.theta0
     step1 = th - 0.01 * 2 * torch.einsum("tji,tj->ti", W, torch.einsum("tij,tj->ti", W, th) - y)
@@ -276,17 +280,65 @@ def test_sgd_baseline_is_the_closed_form_gradient_step():
 
 @pytest.mark.parametrize("name", lo.BASELINES)
 def test_batched_baselines_equal_one_function_at_a_time(name):
-    q = lo.QuadraticProblem(dim=4, init_std=1.0, seed=1).sample(3)
+    q = optimizees.QuadraticProblem(dim=4, init_std=1.0, seed=1).sample(3)
     batched = lo.optimize_baseline(name, 0.05, q, 6)
     for i in range(3):
-        one = lo.QuadraticRun(Quadratics(q.functions.W[i: i + 1], q.functions.y[i: i + 1]), q.theta0[i: i + 1])
+        one = optimizees.QuadraticRun(Quadratics(q.functions.W[i: i + 1], q.functions.y[i: i + 1]), q.theta0[i: i + 1])
         torch.testing.assert_close(lo.optimize_baseline(name, 0.05, one, 6)[:, 0], batched[:, i])
     with pytest.raises(ValueError, match="unknown baseline"):
         lo.make_baseline("Adagrad", [q.theta0.clone().requires_grad_(True)], 0.1)
 
 
 def test_tuning_skips_diverging_rates():
-    q = lo.QuadraticProblem(dim=10, seed=2).sample(16)
+    q = optimizees.QuadraticProblem(dim=10, seed=2).sample(16)
     best = lo.tune_baselines(q, 30, (1e-3, 1e-2, 100.0), names=("SGD",))
     assert best["SGD"] in (1e-3, 1e-2)  # lr 100 diverges on these quadratics
     assert not torch.isfinite(lo.optimize_baseline("SGD", 100.0, q, 30)[-1]).all()
+
+
+class _DoubleQuadratics:
+    """The paper's quadratics in float64, for finite differences (a problem as meta_train expects one)."""
+
+    def __init__(self, dim=3, seed=0):
+        self.inner = optimizees.QuadraticProblem(dim=dim, init_std=0.3, seed=seed)
+        self.device = self.inner.device
+
+    def sample(self, tasks, steps=None):
+        run = self.inner.sample(tasks, steps)
+        return optimizees.QuadraticRun(Quadratics(run.functions.W.double(), run.functions.y.double()),
+                                       run.theta0.double())
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def checkpoint_inputs(self):
+        return self.inner.checkpoint_inputs()
+
+
+def test_truncated_bptt_takes_the_gradient_of_a_segment_with_its_start_held_fixed(monkeypatch):
+    """meta_train's gradient for the second segment of a run is the derivative (finite differences) of
+    that segment's losses with theta and the LSTM state at the segment's start held fixed: truncation,
+    not the gradient of the whole run, which differs."""
+    s = lo.LearnedOptimizerSettings(hidden=3, horizon=4, unroll=2, quad_dim=3, second_order=True, clip_grad=None)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *args, **kwargs: None)  # phi stays where it is
+    opt, _ = _tiny()
+    history = lo.meta_train(opt, _DoubleQuadratics(seed=1), s, episodes=1, meta_batch=2, progress=False)
+    trained = [p.grad.detach().clone() for p in opt.parameters()]  # left from the last step: segment 2
+
+    run = _DoubleQuadratics(seed=1).sample(2, s.horizon)  # the same run, drawn again
+    seg1, theta1, state1, _ = lo.unroll(opt, run, run.theta0, None, 0, 2, second_order=True)
+    start = (theta1.detach(), lo.detach_state(state1))
+    segment2 = lambda: lo.unroll(opt, run, start[0], start[1], 2, 2, second_order=True)[0]  # noqa: E731
+    # the history keeps float32 values of each segment's mean loss per step
+    assert history["loss"] == pytest.approx([float(seg1.detach()) / 2, float(segment2().detach()) / 2], rel=1e-6)
+    direction = torch.randn(_flat_params(opt).numel(), generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    numeric = _directional_fd(opt, lambda: segment2() / 2, direction)
+    analytic = float(torch.cat([g.flatten() for g in trained]) @ direction)
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+    whole = lo.unroll(opt, run, run.theta0, None, 0, 4, second_order=True,
+                      weights=torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64))[0] / 2
+    untruncated = _autograd_directional(opt, whole, direction)  # segment 2's losses, through segment 1 too
+    assert abs(untruncated - analytic) > 1e-3 * abs(analytic)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from metaedu.algorithms import mann
 from metaedu.data.base import ClassImageSet
-from metaedu.tasks.sequences import SequenceSampler, Sequences
+from metaedu.tasks.sequences import SequenceSampler
 
 
 def gen(seed=0):
@@ -343,14 +343,15 @@ def test_encoder_setting_is_checked_against_the_encoder_given():
                          [("lstm", True, True, 1), ("lstm", False, False, 2), ("feedforward", True, False, 1)])
 def test_forward_matches_a_plain_step_by_step_loop(controller, key_strength, write_vector, heads):
     """The forward pass precomputes the input share of the controller and fuses the heads' layers;
-    it must equal the obvious loop: controller on [x_t, y_{t-1}, r_{t-1}], then each head's layer."""
+    it must equal T calls of the readable ``MANN.step``, and ``step`` the obvious loop written here
+    from the layers: controller on [x_t, y_{t-1}, r_{t-1}], then each head's layer, then the memory."""
     torch.manual_seed(1)
     model = mann.MANN(11, 3, hidden=9, memory_slots=7, memory_size=5, read_heads=heads, controller=controller,
                       key_strength=key_strength, write_vector=write_vector).double()
     inputs = torch.rand(3, 8, 11, generator=gen(18), dtype=torch.double)
     B, T, _ = inputs.shape
     state = mann.initial_state(B, 7, 5, heads, dtype=torch.double)
-    reads, hc, expected = torch.zeros(B, heads * 5, dtype=torch.double), None, []
+    reads, hc, expected, expected_w = torch.zeros(B, heads * 5, dtype=torch.double), None, [], []
     for t in range(T):
         z = torch.cat([inputs[:, t], reads], -1)
         if controller == "lstm":
@@ -361,10 +362,21 @@ def test_forward_matches_a_plain_step_by_step_loop(controller, key_strength, wri
         keys = torch.tanh(model.key(h)).view(B, heads, 5)
         strength = 1 + F.softplus(model.strength(h)) if key_strength else None
         values = torch.tanh(model.add(h)).view(B, heads, 5) if write_vector else None
-        state, r, _ = mann.lrua_step(state, keys, model.gate(h), model.gamma, strength, values)
+        state, r, write_w = mann.lrua_step(state, keys, model.gate(h), model.gamma, strength, values)
         reads = r.flatten(1)
         expected.append(model.out(torch.cat([h, reads], -1)))
-    torch.testing.assert_close(model(inputs), torch.stack(expected, 1))
+        expected_w.append(write_w)
+    stepped, stepped_w, s = [], [], model.initial(B, dtype=torch.double)
+    for t in range(T):
+        logits, s, write_w = model.step(inputs[:, t], s)
+        stepped.append(logits)
+        stepped_w.append(write_w)
+    torch.testing.assert_close(torch.stack(stepped, 1), torch.stack(expected, 1))  # step = the paper's step
+    torch.testing.assert_close(torch.stack(stepped_w, 1), torch.stack(expected_w, 1))
+    fast, trace = model(inputs, record=True)
+    torch.testing.assert_close(fast, torch.stack(stepped, 1))  # the fast path = T steps
+    torch.testing.assert_close(trace["write_w"], torch.stack(stepped_w, 1))
+    torch.testing.assert_close(trace["memory"][:, -1], s.memory.memory)
 
 
 def test_key_strength_starts_sharp_and_training_episodes_can_be_shorter():

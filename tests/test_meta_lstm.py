@@ -32,10 +32,10 @@ def reference_net(learner: ml.ConvLearner) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def tiny_settings(**kw) -> ml.Settings:
+def tiny_settings(**kw) -> ml.MetaLSTMSettings:
     base = dict(n_way=3, k_shot=2, n_query=2, filters=3, blocks=2, lstm_hidden=5, updates=3, meta_batch=2)
     base.update(kw)
-    return ml.Settings(**base)
+    return ml.MetaLSTMSettings(**base)
 
 
 def random_episode(tasks=2, n_way=3, k_shot=2, n_query=2, size=12, seed=0, dtype=torch.float32):
@@ -264,8 +264,8 @@ def test_tune_finetune_picks_the_best_cell_of_independent_runs():
     data = grouped_class_set()
     learner = ml.ConvLearner(3, 3, 2, image_size=12)
     theta = learner.init(torch.Generator().manual_seed(0))
-    s = baselines.Settings(finetune_lrs=(0.05, 0.5), finetune_step_grid=(3, 1), tune_episodes=6)
-    tuning = baselines.tune_finetune(learner, theta, data, s, k_shot=2, n_query=2, seed=5)
+    s = baselines.BaselineSettings(finetune_lrs=(0.05, 0.5), finetune_step_grid=(3, 1), tune_episodes=6, tune_query=2)
+    tuning = baselines.tune_finetune(learner, theta, data, s, k_shot=2, seed=5)
     assert set(tuning.accuracy) == {(0.05, 1), (0.05, 3), (0.5, 1), (0.5, 3)}
     eps = EpisodeSampler(data, 3, 2, 2, seed=5).sample(6)  # the same episodes, each cell run from scratch
     for (lr, steps), acc in tuning.accuracy.items():
@@ -322,9 +322,9 @@ def test_start_as_finetune_sets_the_step_size_and_count_only_when_asked():
 
 
 def test_quick_settings_start_as_finetune_from_the_pretrained_network():
-    q = ml.Settings.quick()
+    q = ml.MetaLSTMSettings.quick()
     assert q.finetune_start and q.warm_start
-    assert not ml.Settings.full().finetune_start  # full mode keeps the paper's initialisation
+    assert not ml.MetaLSTMSettings.full().finetune_start  # full mode keeps the paper's initialisation
 
 
 def test_episode_accuracies_are_the_values_behind_episode_accuracy():
@@ -342,6 +342,67 @@ def test_episode_accuracies_are_the_values_behind_episode_accuracy():
     eps = EpisodeSampler(data, 3, 2, 2, seed=4).sample(3)
     direct = (predict(eps) == eps.y_query).float().mean(1) * 100
     torch.testing.assert_close(accs[:3], direct)
-    # a method against itself on the same episodes: the paired difference is exactly zero
-    again = episode_accuracies(predict, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
-    assert mean_ci(accs - again).mean == 0.0
+    # another method on the same episodes: the paired difference is the difference episode by episode
+    finetune = baselines.finetune_predictor(learner, theta, lr=0.5, steps=2)
+    other = episode_accuracies(finetune, EpisodeSampler(data, 3, 2, 2, seed=4), n_episodes=7, batch=3)
+    direct_other = (finetune(eps).argmax(-1) == eps.y_query).float().mean(1) * 100
+    torch.testing.assert_close(other[:3], direct_other)
+    assert not torch.equal(accs, other)  # the two methods differ on some episode, so the check below has teeth
+    torch.testing.assert_close(accs[:3] - other[:3], direct - direct_other)
+
+
+def test_pretraining_learns_whole_set_classification_and_hands_over_a_zero_head():
+    """Known answer: pre-training on separable classes gives features in which every image lies nearest
+    its own class mean, computed here through an independent torch network with the same weights."""
+    from tiny_data import tiny_images
+
+    data = tiny_images(n_classes=6, per_class=8)
+    learner = ml.ConvLearner(3, 4, 2, image_size=16)
+    s = baselines.BaselineSettings(pretrain_steps=150, batch_size=16, pretrain_lr=1e-2)
+    theta, history = baselines.pretrain(learner, data, s, seed=0, progress=False)
+    assert theta.shape == (learner.n_params,) and not theta.requires_grad
+    assert (theta[learner.offsets["head.weight"].start:] == 0).all()  # a fresh (zero) n_way head
+    assert sum(history["loss"][-10:]) < 0.2 * sum(history["loss"][:10])
+    net = reference_net(learner)  # the learner as torch layers, loaded with the pre-trained body
+    with torch.no_grad():
+        for i, (conv, bn) in enumerate(zip(net[0::4][:learner.blocks], net[1::4][:learner.blocks]), 1):
+            conv.weight.copy_(theta[learner.offsets[f"conv{i}.weight"]].view_as(conv.weight))
+            conv.bias.copy_(theta[learner.offsets[f"conv{i}.bias"]])
+            bn.weight.copy_(theta[learner.offsets[f"bn{i}.weight"]])
+            bn.bias.copy_(theta[learner.offsets[f"bn{i}.bias"]])
+        z = net[:-1](data.float_images())  # [N, D] features (batch statistics of the whole set)
+        torch.testing.assert_close(z, learner.features(theta[None], data.float_images()[None])[0])
+        means = torch.stack([z[data.targets == c].mean(0) for c in range(6)])  # [6, D]
+        nearest = torch.cdist(z, means).argmin(1)
+    assert (nearest == data.targets).float().mean() == 1.0
+    again, _ = baselines.pretrain(learner, data, s, seed=0, progress=False)
+    assert torch.equal(theta, again)  # the seed decides everything
+
+
+# --- the stored quick-mode fine-tune choice -------------------------------------------------
+
+
+def load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_stored_fine_tune_choice_is_a_cell_of_the_quick_grid():
+    base = baselines.BaselineSettings.quick()
+    assert base.finetune_chosen == baselines.QUICK_FINETUNE
+    assert sorted(k for k, _, _ in baselines.QUICK_FINETUNE) == [1, 5]  # the shots lecture 02 tests
+    for _, lr, steps in baselines.QUICK_FINETUNE:
+        assert lr in base.finetune_lrs and steps in base.finetune_step_grid
+
+
+@pytest.mark.slow
+def test_the_stored_fine_tune_choice_is_what_the_tuning_script_chooses():
+    """scripts/choose_quick_finetune.py reruns the grid (about 50 s of CPU); the stored rows must match."""
+    script = load_script("choose_quick_finetune")
+    assert script.as_rows(script.choose()) == baselines.QUICK_FINETUNE

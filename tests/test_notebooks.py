@@ -6,7 +6,6 @@ import ast
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -15,6 +14,7 @@ import pytest
 from lecture_bar import BAR_PENDING, output_problems, structure_problems, verdict_problems
 from metaedu import verdicts
 from metaedu.notebooks import lectures_dir, parameters_cell_index, run_notebook
+from metaedu.runtime import cache_dir
 
 LECTURES = sorted(lectures_dir().glob("[0-9][0-9]_*.ipynb"))
 IDS = [p.stem for p in LECTURES]
@@ -77,7 +77,8 @@ def test_meets_the_lecture_bar_as_stored(path):
 @pytest.mark.parametrize("path", LECTURES, ids=IDS)
 def test_runs_top_to_bottom_in_quick_mode(path, tmp_path):
     os.environ["METAEDU_STRICT_CHECKS"] = "1"
-    result = run_notebook(path, tmp_path, mode="quick", device="cpu", cell_timeout=CELL_TIMEOUT)
+    # executed copies are kept under the cache: the book test (run last) builds the site from them
+    result = run_notebook(path, cache_dir() / "executed", mode="quick", device="cpu", cell_timeout=CELL_TIMEOUT)
     print(f"{path.name}: {result.status} in {result.seconds:.1f} s")
     assert result.status == "ok", f"{path.name} failed: {result.error}"
     executed = nbformat.read(result.output, as_version=4)
@@ -117,12 +118,10 @@ def test_metaedu_run_reports_success_and_names_the_failing_cell(tmp_path):
         ("code", "raise ValueError('broken on purpose')", []),
     ])
     out = tmp_path / "out"
-    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "metaedu.cli", "run", str(good), str(bad), "--mode", "quick", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
-    assert time.perf_counter() - start < 300
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "00_good.ipynb" in proc.stdout and "ok" in proc.stdout
     assert "FAILED 01_bad.ipynb" in proc.stdout and "ValueError: broken on purpose" in proc.stdout

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metaedu.algorithms import protonet
-from metaedu.nn.distances import embed_set
+from metaedu.data.embedded import embed_set
 from metaedu.tasks.episodes import EpisodeSampler
 
 
@@ -136,3 +136,52 @@ def test_zero_shot_beats_chance(trained, glyphs):
     assert score.mean - score.ci95 > 25.0  # chance is 20%, and no support image was used
     with pytest.raises(ValueError, match="one row per class"):
         protonet.evaluate_zero_shot(zs, evaluation, meta_ev, n_way=5)
+
+
+# ----------------------------------------------------------------------------- zero-shot, on a known answer
+
+
+def test_zero_shot_prototypes_follow_the_definition():
+    from metaedu.runtime import seeded
+
+    g = torch.Generator().manual_seed(4)
+    meta = torch.randn(9, 4, generator=g)
+    meta[:, 3] = 1.0  # an entry that never varies among the training classes carries nothing: scale 0
+    with seeded(0):
+        model = protonet.ZeroShotProtoNet(protonet.ZeroShotSettings(embed_dim=3, meta_hidden=5), torch.nn.Identity(),
+                                          image_dim=6, meta_dim=4, meta_mean=meta.mean(0), meta_std=meta.std(0))
+    v = torch.randn(2, 5, 4, generator=g)
+    c = model.class_prototypes(v)
+    torch.testing.assert_close(c.norm(dim=-1), torch.ones(2, 5))  # unit length
+    shifted = v.clone()
+    shifted[..., 3] += 7.0
+    torch.testing.assert_close(model.class_prototypes(shifted), c)  # the constant entry is ignored
+    feats = torch.randn(2, 3, 6, generator=g)
+    logits = model.logits_from_features(feats, v)
+    for t in range(2):
+        for i in range(3):
+            for k in range(5):
+                d = ((model.image_map(feats[t, i]) - c[t, k]) ** 2).sum()
+                assert logits[t, i, k].item() == pytest.approx(-d.item(), rel=1e-5, abs=1e-6)
+
+
+def test_zero_shot_learns_a_linear_relation_between_metadata_and_images():
+    """Known answer: when each class's image features are a fixed linear function of its metadata
+    (plus noise), prototypes made from metadata alone classify new classes almost perfectly."""
+    from metaedu.data.base import ClassImageSet
+
+    g = torch.Generator().manual_seed(5)
+    n_classes, per_class, v_dim, f_dim = 60, 6, 5, 8
+    meta = torch.randn(n_classes, v_dim, generator=g)
+    mixing = torch.randn(v_dim, f_dim, generator=g)
+    feats = (meta @ mixing).repeat_interleave(per_class, 0) + 0.05 * torch.randn(n_classes * per_class, f_dim,
+                                                                                    generator=g)
+    images = feats[:, :, None, None]  # [N, f_dim, 1, 1]: "images" whose encoder is a flatten
+    data = ClassImageSet(images, torch.arange(n_classes).repeat_interleave(per_class),
+                         [str(c) for c in range(n_classes)])
+    train, test = data.subset_classes(range(40)), data.subset_classes(range(40, 60))
+    settings = protonet.ZeroShotSettings(embed_dim=8, meta_hidden=32, train_way=10, train_query=3, tasks=4,
+                                         steps=300, lr=1e-2, weight_decay=0.0, eval_episodes=100, eval_query=3)
+    model, _ = protonet.train_zero_shot(settings, torch.nn.Flatten(), train, meta[:40], progress=False)
+    score = protonet.evaluate_zero_shot(model, test, meta[40:], n_way=5)
+    assert score.mean > 90.0, score  # chance is 20%; no support image was used

@@ -96,7 +96,7 @@ def test_verification_and_one_shot_beat_chance(trained, glyphs):
 
 
 def test_roc_auc_is_the_chance_a_same_pair_outscores_a_different_one():
-    from metaedu.viz.metric import roc_curve
+    from metaedu.evaluation import roc_curve
 
     g = torch.Generator().manual_seed(3)
     p = torch.rand(40, generator=g)

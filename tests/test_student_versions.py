@@ -8,7 +8,6 @@ package (``metaedu.grading.checks.answer_or_reference``).
 
 from __future__ import annotations
 
-import os
 
 import nbformat
 import pytest

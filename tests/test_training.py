@@ -43,21 +43,23 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert hist.steps[0] == 0 and hist.steps[-1] == 39 and len(hist.steps) == 40
 
 
-def test_time_budget_stops_after_the_step_that_uses_it_up(tmp_path):
-    import time
+def test_time_budget_stops_after_the_step_that_uses_it_up(tmp_path, monkeypatch):
+    from metaedu import training
 
+    clock = {"now": 100.0}
+    monkeypatch.setattr(training, "_now", lambda: clock["now"])  # a fake clock: no wall-clock dependence
     calls = []
 
     def step(i):
         calls.append(i)
-        time.sleep(0.02)
+        clock["now"] += 0.03  # every step takes 30 ms
         return {"loss": torch.tensor(1.0)}
 
     ckpt = tmp_path / "budget.pt"
     hist = train(step, 1000, checkpoint=ckpt, checkpoint_every=10_000, log_every=7, progress=False, max_seconds=0.1)
-    assert 3 <= len(calls) < 1000 and hist.steps_done == len(calls)
-    assert hist.steps[-1] == calls[-1] and hist.seconds >= 0.1
-    assert ckpt.exists()  # the stopping point is saved, so a later run can resume from it
+    assert calls == [0, 1, 2, 3]  # 0.09 s after three steps, 0.12 s after the fourth: it stops there
+    assert hist.steps_done == 4 and hist.steps[-1] == 3 and hist.seconds == pytest.approx(0.12)
+    assert torch.load(ckpt, weights_only=False)["step"] == 4  # the stopping point is saved, to resume from
     assert train(step, 5, progress=False).steps_done == 5  # no budget: every step
 
 
@@ -75,3 +77,23 @@ def test_checkpoint_from_another_setup_is_refused(tmp_path):
     train(step, 2, state={"model": model}, checkpoint=ckpt, progress=False)
     with pytest.raises(ValueError, match="lacks"):
         train(step, 4, state={"model": model, "optimizer": opt}, checkpoint=ckpt, progress=False)
+
+
+def test_validation_keeper_keeps_and_restores_the_best_weights():
+    from metaedu.training import ValidationKeeper
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    scores = iter([10.0, 30.0, 20.0, 30.0])  # the best comes at the 2nd score; a later tie does not replace it
+    keeper = ValidationKeeper(model, lambda: next(scores), every=2)
+    for done in range(1, 8):
+        with torch.no_grad():
+            model.weight.fill_(done)  # the weights after `done` steps
+        keeper(done, last=done == 7)
+    assert keeper.steps == [2, 4, 6, 7] and keeper.best == (4, 30.0)
+    keeper.restore()
+    assert model.weight.item() == 4.0
+    copy = ValidationKeeper(model, lambda: 0.0, every=2)
+    copy.load_state_dict(keeper.state_dict())
+    assert copy.best == keeper.best
+    with pytest.raises(ValueError, match="interval"):
+        ValidationKeeper(model, lambda: 0.0, every=0)

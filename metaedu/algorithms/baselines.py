@@ -11,7 +11,7 @@ meta-training classes at once (no episodes):
 * **Baseline-nearest-neighbour**: embed D_train and D_test with the pre-trained conv
   blocks and give each D_test image the label of its nearest D_train image (cosine).
 
-The network is the meta-learner's own learner (:class:`~metaedu.algorithms.meta_lstm.ConvLearner`),
+The network is the meta-learner's own learner (:class:`~metaedu.nn.conv_learner.ConvLearner`),
 so the comparison is between learning rules, not architectures. Its batch norm follows
 the same rule as the learner's: statistics of D_train, applied to D_test as well.
 
@@ -19,28 +19,35 @@ the same rule as the learner's: statistics of D_train, applied to D_test as well
 baselines' hyper-parameters on validation data. Here :func:`validation_split` holds out
 whole background alphabets as a meta-validation set (never the evaluation split, which
 is only used for the final table), and :func:`tune_finetune` runs the grid
-``Settings.finetune_lrs`` x ``Settings.finetune_step_grid`` on validation episodes and
+``BaselineSettings.finetune_lrs`` x ``BaselineSettings.finetune_step_grid`` on validation episodes and
 picks the best cell. Pre-training and meta-training use the remaining background alphabets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from metaedu.algorithms.meta_lstm import ConvLearner, query_logits
+from metaedu.algorithms.meta_lstm import query_logits
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.nn.conv_learner import ConvLearner
+from metaedu.nn.distances import nearest_neighbour
+from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
+from metaedu.training import History, train
 
 
-#: The quick-mode choice of tune_finetune (see Settings.finetune_chosen); reproduced by running this module.
+#: The quick-mode choice of tune_finetune as (k_shot, lr, steps) rows (see BaselineSettings.finetune_chosen):
+#: made by ``python scripts/choose_quick_finetune.py``, and checked against a fresh run of it by a test.
 QUICK_FINETUNE = ((1, 0.03, 10), (5, 0.1, 20))
 
 
 @dataclass
-class Settings:
+class BaselineSettings:
     """Pre-training and fine-tuning hyper-parameters of the baselines."""
 
     pretrain_steps: int = 300  # Adam steps of whole-set classification
@@ -52,17 +59,36 @@ class Settings:
     tune_tolerance: float = 0.5  # cells within this many points of the best count as tied; the cheapest wins
     val_fraction: float = 0.15  # share of background classes held out (whole alphabets) for validation
     # (k_shot, lr, steps) that tune_finetune chose on meta-validation episodes for the quick-mode network
-    # (seed 0); ``python -m metaedu.algorithms.baselines`` reruns that grid. None: run the grid at run time.
+    # (seed 0); ``python scripts/choose_quick_finetune.py`` reruns that grid. None: run the grid at run time.
     finetune_chosen: tuple[tuple[int, float, int], ...] | None = None
+    tune_query: int = 15  # D_test images per class in the meta-validation episodes of the grid
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> "BaselineSettings":
         return cls(finetune_chosen=QUICK_FINETUNE)
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> "BaselineSettings":
         return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
-                   finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None)
+                   finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None, checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("pretrain_steps", "batch_size", "pretrain_lr", "finetune_lrs",
+                                       "finetune_step_grid", "tune_episodes", "tune_query"),
+                       non_negative=("tune_tolerance",))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"BaselineSettings.val_fraction must lie in (0, 1), got {self.val_fraction!r}")
+        if any(int(n) != n for n in self.finetune_step_grid):
+            raise ValueError(f"BaselineSettings.finetune_step_grid must hold whole step counts, "
+                             f"got {self.finetune_step_grid!r}")
+        for row in self.finetune_chosen or ():
+            if len(row) != 3 or row[0] < 1 or not row[1] > 0 or int(row[2]) != row[2] or row[2] < 1:
+                raise ValueError(f"BaselineSettings.finetune_chosen holds (k_shot, lr, steps) rows, got {row!r}")
+
+
+#: The class's earlier name, still used by lecture 02; drop it once the lecture says BaselineSettings.
+Settings = BaselineSettings
 
 
 def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0) -> tuple[ClassImageSet, ClassImageSet]:
@@ -97,15 +123,16 @@ def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0)
 
 
 def pretrain(
-    learner: ConvLearner, data: ClassImageSet, settings: Settings, device="cpu", seed: int = 0, progress: bool = True
-) -> tuple[torch.Tensor, "object"]:
+    learner: ConvLearner, data: ClassImageSet, settings: BaselineSettings, device="cpu", seed: int = 0,
+    progress: bool = True, checkpoint: str | Path | bool | None = None,
+) -> tuple[torch.Tensor, History]:
     """Train the learner's conv blocks (with an ``n_classes``-way head) to classify every image of ``data``.
 
     Returns the pre-trained theta for ``learner`` (its conv blocks, a zero ``n_way`` head), ``[P]``,
-    and the training History.
+    and the training History. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`.
     """
-    from metaedu.training import train
-
+    checkpoint = resolve(checkpoint, "baselines_pretrain", settings, data, seed,
+                         (learner.filters, learner.blocks, learner.in_channels, learner.image_size))
     whole = ConvLearner(data.n_classes, learner.filters, learner.blocks, learner.in_channels, learner.image_size)
     gen = torch.Generator().manual_seed(seed)
     theta = whole.init(gen).to(device).requires_grad_(True)  # [P_whole]
@@ -122,7 +149,8 @@ def pretrain(
         opt.step()
         return {"loss": loss.detach(), "acc": (logits.argmax(-1) == targets[idx]).float().mean() * 100}
 
-    history = train(step, settings.pretrain_steps, progress=progress, desc="pre-training")
+    history = train(step, settings.pretrain_steps, state={"theta": theta, "opt": opt, "generator": gen},
+                    checkpoint=checkpoint, progress=progress, desc="pre-training")
     body = theta.detach()[: whole.offsets["head.weight"].start]  # conv and batch-norm parameters
     head = torch.zeros(learner.n_params - body.numel(), device=device)
     return torch.cat([body, head]), history
@@ -166,8 +194,8 @@ class Tuning:
 
 
 def tune_finetune(
-    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: Settings, k_shot: int,
-    n_query: int = 15, device="cpu", seed: int = 0,
+    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: BaselineSettings, k_shot: int,
+    device="cpu", seed: int = 0,
 ) -> Tuning:
     """Grid-search the fine-tune step size and step count on meta-validation episodes.
 
@@ -182,8 +210,8 @@ def tune_finetune(
     if not grid or grid[0] < 1 or not settings.finetune_lrs:
         raise ValueError(f"tune_finetune needs step counts >= 1 and step sizes, got {settings.finetune_step_grid}, "
                          f"{settings.finetune_lrs}")
-    episodes = EpisodeSampler(validation, learner.n_way, k_shot, n_query, device=device, seed=seed).sample(
-        settings.tune_episodes)
+    episodes = EpisodeSampler(validation, learner.n_way, k_shot, settings.tune_query, device=device,
+                              seed=seed).sample(settings.tune_episodes)
     accuracy = {}
     for lr in settings.finetune_lrs:
         theta, done = theta_pre, 0
@@ -200,7 +228,7 @@ def tune_finetune(
 
 
 def finetune_hyperparameters(
-    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: Settings, k_shot: int,
+    learner: ConvLearner, theta_pre: torch.Tensor, validation: ClassImageSet, settings: BaselineSettings, k_shot: int,
     device="cpu", seed: int = 0,
 ) -> Tuning:
     """The fine-tune step size and step count for ``k_shot`` episodes.
@@ -214,27 +242,6 @@ def finetune_hyperparameters(
     return tune_finetune(learner, theta_pre, validation, settings, k_shot, device=device, seed=seed)
 
 
-def _choose_quick_finetune(seed: int = 0) -> None:
-    """Pre-train the quick-mode network as lecture 02 does and run the grid on meta-validation episodes."""
-    from metaedu.algorithms.meta_lstm import Settings as LSTMSettings
-    from metaedu.data.glyphs import load_glyphs
-    from metaedu.runtime import set_threads
-
-    set_threads()
-    lstm, base = LSTMSettings.quick(), Settings.quick()
-    train_set, validation = validation_split(load_glyphs().split("background"), base.val_fraction, seed=seed)
-    learner = ConvLearner(lstm.n_way, lstm.filters, lstm.blocks)
-    theta_pre, _ = pretrain(learner, train_set, base, seed=seed, progress=False)
-    for k_shot in (1, 5):
-        tuning = tune_finetune(learner, theta_pre, validation, base, k_shot, seed=seed)
-        cells = ", ".join(f"{lr:g}/{n}: {acc:.1f}" for (lr, n), acc in tuning.accuracy.items())
-        print(f"{k_shot}-shot (lr/steps: validation accuracy %) {cells}\n  -> ({k_shot}, {tuning.lr:g}, {tuning.steps})")
-
-
-if __name__ == "__main__":
-    _choose_quick_finetune()
-
-
 def nearest_neighbour_predictor(learner: ConvLearner, theta_pre: torch.Tensor):
     """``predict(episodes) -> labels`` of Baseline-nearest-neighbour (cosine similarity of embeddings)."""
 
@@ -242,8 +249,7 @@ def nearest_neighbour_predictor(learner: ConvLearner, theta_pre: torch.Tensor):
         n_s = episodes.x_support.shape[1]
         x = torch.cat([episodes.x_support, episodes.x_query], dim=1)
         theta = theta_pre.expand(episodes.tasks, -1)
-        z = F.normalize(learner.features(theta, x, n_stats=n_s), dim=-1)  # [tasks, n_s + n_q, D]
-        sim = z[:, n_s:] @ z[:, :n_s].transpose(1, 2)  # [tasks, n_q, n_s]
-        return torch.gather(episodes.y_support, 1, sim.argmax(-1))  # [tasks, n_q]
+        z = learner.features(theta, x, n_stats=n_s)  # [tasks, n_s + n_q, D], D_test normalised by D_train's statistics
+        return nearest_neighbour(z[:, :n_s], episodes.y_support, z[:, n_s:], "cosine")  # [tasks, n_q]
 
     return predict

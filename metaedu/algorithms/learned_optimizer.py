@@ -19,15 +19,16 @@ update rule for an *optimizee* f with parameters theta. In the paper's order:
    and the LSTM state are carried over (detached) to the next segment.
 
 Symbols -> names: phi = the parameters of :class:`CoordinatewiseLSTM`; m = its ``forward``;
-h_t = ``state``; g_t = ``update``; grad_t = ``grad``; T = ``Settings.horizon``;
-the truncation length = ``Settings.unroll``; w_t = ``weights``; p = ``Settings.p``;
-dropping second derivatives = ``Settings.second_order=False``.
+h_t = ``state``; g_t = ``update``; grad_t = ``grad``; T = ``LearnedOptimizerSettings.horizon``;
+the truncation length = ``LearnedOptimizerSettings.unroll``; w_t = ``weights``; p = ``LearnedOptimizerSettings.p``;
+dropping second derivatives = ``LearnedOptimizerSettings.second_order=False``.
 
-Optimizees are *runs*: a batch of functions, each a pure function of a flat parameter
-vector, with ``theta0`` ``[tasks, n_params]`` and ``loss(theta, t)`` -> ``[tasks]``
-(``t`` selects the mini-batch of step t). :class:`QuadraticProblem` draws the paper's
-random 10-d quadratics ||W theta - y||^2; :class:`MLPProblem` draws runs of a small MLP
-classifier on scikit-learn's handwritten digits (standing in for MNIST).
+Optimizees are *runs* (:mod:`metaedu.tasks.optimizees`): a batch of functions, each a pure
+function of a flat parameter vector, with ``theta0`` ``[tasks, n_params]`` and
+``loss(theta, t)`` -> ``[tasks]`` (``t`` selects the mini-batch of step t).
+``QuadraticProblem`` draws the paper's random 10-d quadratics ||W theta - y||^2;
+``MLPProblem`` draws runs of a small MLP classifier on scikit-learn's handwritten digits
+(standing in for MNIST).
 
 Hand-designed baselines (SGD, NAG, RMSprop, Adam) are PyTorch's own optimizers applied
 to the whole batch ``theta`` ``[tasks, n]`` at once; all four are coordinatewise, so the
@@ -36,7 +37,7 @@ training functions (:func:`tune_baselines`), as in the paper.
 
 Example::
 
-    s = Settings.quick()
+    s = LearnedOptimizerSettings.quick()
     problem = QuadraticProblem(seed=0)
     opt = CoordinatewiseLSTM.from_settings(s)
     history = meta_train(opt, problem, s, episodes=s.quad_episodes, meta_batch=s.quad_meta_batch)
@@ -46,21 +47,26 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.nn.preprocess import P, preprocess
-from metaedu.tasks.regression import Quadratics, QuadraticTasks
+from metaedu.runtime import check_settings
+from metaedu.tasks.optimizees import ACTIVATIONS, LiveRun, Run
 from metaedu.training import History, train
+
+# The optimizees, where lecture 01 reaches them (lo.QuadraticProblem, ...); they live in metaedu.tasks.optimizees.
+from metaedu.tasks.optimizees import MLPProblem, QuadraticProblem, QuadraticRun  # noqa: F401
+from metaedu.tasks.regression import Quadratics  # noqa: F401
 
 #: Names of the hand-designed baselines, in the paper's order of its figures.
 BASELINES = ("SGD", "NAG", "RMSprop", "Adam")
 
 
 @dataclass
-class Settings:
+class LearnedOptimizerSettings:
     """Hyper-parameters of the learned optimizer and of the lecture's experiments."""
 
     hidden: int = 20  # LSTM units per layer (paper: 20)
@@ -73,7 +79,7 @@ class Settings:
     second_order: bool = False  # keep d grad_t / d phi (paper drops it: False)
     log_loss: bool = False  # meta-loss on log f(theta_t) instead of f(theta_t) (paper: f)
     meta_lr: float = 1e-3  # Adam learning rate on phi (decayed to zero on a cosine over training)
-    clip_grad: float = 1.0  # max norm of the meta-gradient (None: no clipping)
+    clip_grad: float | None = 1.0  # max norm of the meta-gradient (None: no clipping)
     quad_dim: int = 10  # dimension of the quadratics (paper: 10)
     quad_init_std: float = 0.01  # theta_0 ~ N(0, std^2) for quadratics
     quad_episodes: int = 100  # quadratic runs used for meta-training
@@ -87,20 +93,36 @@ class Settings:
     mlp_test: int = 32  # held-out MLP runs per test curve
     mlp_tune: int = 16  # training MLP runs used to tune a baseline's learning rate
     tune_functions: int = 64  # training quadratics used to tune a baseline's learning rate
+    mlp_train_examples: int = 1200  # the first this many digits train the optimizer (and tune); the rest test it
     lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)  # baselines' learning rates tried
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> "LearnedOptimizerSettings":
         """A laptop CPU: a training cell in well under a minute."""
         return cls(meta_lr=3e-2, quad_episodes=60, quad_meta_batch=128, quad_test=200,
                    mlp_episodes=12, mlp_meta_batch=2, mlp_test=12, mlp_tune=6, tune_functions=32)
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> "LearnedOptimizerSettings":
         """A GPU, the paper's scale (its Adam learning rate was found by random search)."""
         return cls(meta_lr=1e-2, quad_episodes=2000, quad_meta_batch=128, quad_test=1000,
                    mlp_episodes=2000, mlp_meta_batch=16, mlp_test=128, mlp_tune=64, tune_functions=256,
-                   lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0))
+                   lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0), checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("hidden", "layers", "p", "output_scale", "horizon", "unroll", "meta_lr",
+                                       "clip_grad", "quad_dim", "quad_episodes", "quad_meta_batch", "quad_test",
+                                       "mlp_hidden", "mlp_batch", "mlp_episodes", "mlp_meta_batch", "mlp_test",
+                                       "mlp_tune", "tune_functions", "lr_grid", "mlp_train_examples"),
+                       non_negative=("quad_init_std",), choices={"mlp_activation": tuple(ACTIVATIONS)})
+        if self.horizon % self.unroll:
+            raise ValueError(f"LearnedOptimizerSettings.horizon ({self.horizon}) must be a multiple of the unroll "
+                             f"length ({self.unroll}): truncated BPTT cuts a run into whole segments")
+
+
+#: The class's earlier name, still used by lecture 01; drop it once the lecture says LearnedOptimizerSettings.
+Settings = LearnedOptimizerSettings
 
 
 # ---------------------------------------------------------------------------
@@ -137,7 +159,7 @@ class CoordinatewiseLSTM(nn.Module):
         self.readout = nn.Linear(hidden, 1)
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "CoordinatewiseLSTM":
+    def from_settings(cls, s: LearnedOptimizerSettings) -> "CoordinatewiseLSTM":
         return cls(s.hidden, s.layers, s.preprocess, s.p, s.output_scale)
 
     def init_state(self, n_coords: int) -> State:
@@ -168,158 +190,6 @@ class CoordinatewiseLSTM(nn.Module):
 
 def detach_state(state: State) -> State:
     return [(h.detach(), c.detach()) for h, c in state]
-
-
-# ---------------------------------------------------------------------------
-# Optimizees: batches of functions of a flat parameter vector
-# ---------------------------------------------------------------------------
-
-
-class Run(Protocol):
-    """A batch of optimizee functions, each run from its own starting point."""
-
-    theta0: torch.Tensor  # [tasks, n_params]
-
-    def loss(self, theta: torch.Tensor, t: int) -> torch.Tensor:  # [tasks, n_params] -> [tasks]
-        ...
-
-
-@dataclass
-class QuadraticRun:
-    """Quadratics f(theta) = ||W theta - y||^2 started at ``theta0`` (``t`` is ignored)."""
-
-    functions: Quadratics
-    theta0: torch.Tensor  # [tasks, dim]
-
-    def loss(self, theta: torch.Tensor, t: int = 0) -> torch.Tensor:
-        return self.functions(theta)  # [tasks]
-
-
-class QuadraticProblem:
-    """The paper's family of random 10-d quadratics (sampled by :class:`QuadraticTasks`)."""
-
-    def __init__(self, dim: int = 10, init_std: float = 0.01, device="cpu", seed: int = 0) -> None:
-        self.tasks = QuadraticTasks(dim=dim, device=device, seed=seed)
-        self.init_std = init_std
-        self.device = torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed + 7919)
-
-    @classmethod
-    def from_settings(cls, s: Settings, device="cpu", seed: int = 0) -> "QuadraticProblem":
-        return cls(s.quad_dim, s.quad_init_std, device, seed)
-
-    def sample(self, tasks: int, steps: int | None = None) -> QuadraticRun:
-        functions = self.tasks.sample(tasks)
-        theta0 = self.init_std * torch.randn(tasks, self.tasks.dim, generator=self.generator)
-        return QuadraticRun(functions, theta0.to(self.device))
-
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-}
-
-
-def mlp_shapes(sizes: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Shapes of (W1, b1, W2, b2, ...) for layer sizes ``(in, hidden..., out)``."""
-    shapes: list[tuple[int, ...]] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        shapes += [(a, b), (b,)]
-    return shapes
-
-
-def mlp_logits(theta: torch.Tensor, x: torch.Tensor, sizes: tuple[int, ...], activation: str) -> torch.Tensor:
-    """A batch of MLPs given by flat parameters: ``theta [tasks, n]``, ``x [tasks, B, in]`` -> ``[tasks, B, out]``."""
-    act = ACTIVATIONS[activation]
-    offset, h = 0, x
-    n_layers = len(sizes) - 1
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        W = theta[:, offset: offset + a * b].reshape(-1, a, b)  # [tasks, a, b]
-        offset += a * b
-        bias = theta[:, offset: offset + b]  # [tasks, b]
-        offset += b
-        h = torch.bmm(h, W) + bias[:, None, :]  # [tasks, B, b]
-        if i < n_layers - 1:
-            h = act(h)
-    return h
-
-
-@dataclass
-class MLPRun:
-    """Runs of an MLP classifier, each with its own initialisation and mini-batch sequence.
-
-    ``batches[t]`` ``[tasks, batch]`` holds the example indices of step ``t``, so every
-    optimizer tested on this run sees the same data in the same order.
-    """
-
-    x: torch.Tensor  # [examples, in]
-    y: torch.Tensor  # [examples]
-    sizes: tuple[int, ...]
-    activation: str
-    theta0: torch.Tensor  # [tasks, n_params]
-    batches: torch.Tensor  # [steps + 1, tasks, batch]
-
-    def loss(self, theta: torch.Tensor, t: int) -> torch.Tensor:
-        if not 0 <= t < self.batches.shape[0]:
-            raise IndexError(f"this run has mini-batches for steps 0..{self.batches.shape[0] - 1}, not step {t}")
-        idx = self.batches[t]  # [tasks, batch]
-        logits = mlp_logits(theta, self.x[idx], self.sizes, self.activation)  # [tasks, batch, classes]
-        ce = nn.functional.cross_entropy(logits.flatten(0, 1), self.y[idx].flatten(), reduction="none")
-        return ce.view(idx.shape).mean(1)  # [tasks]
-
-    def accuracy(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Accuracy (%) of each task's network on all of ``x``: ``[tasks]``."""
-        xs = x[None].expand(theta.shape[0], *x.shape)
-        pred = mlp_logits(theta, xs, self.sizes, self.activation).argmax(-1)
-        return (pred == y[None]).float().mean(1) * 100
-
-
-class MLPProblem:
-    """Runs of a small MLP on a classification data set (the paper's MNIST experiment).
-
-    Args:
-        x, y: features ``[examples, in]`` (float) and integer labels ``[examples]``.
-        hidden: hidden layer sizes, ``(20,)`` in the paper; ``(40,)`` and ``(20, 20)`` test generalisation.
-        activation: ``"sigmoid"`` (paper), ``"relu"`` (where the paper's optimizer fails) or ``"tanh"``.
-        batch: mini-batch size per step.
-    Weights start as N(0, 1/fan_in), biases at zero.
-    """
-
-    def __init__(self, x, y, hidden: tuple[int, ...] = (20,), activation: str = "sigmoid", batch: int = 128,
-                 device="cpu", seed: int = 0) -> None:
-        x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
-        if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"need x [examples, features] and y [examples], got {tuple(x.shape)} and {tuple(y.shape)}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        if batch < 1 or any(h < 1 for h in hidden):
-            raise ValueError(f"batch and hidden sizes must be positive, got batch={batch}, hidden={hidden}")
-        self.device = torch.device(device)
-        self.x, self.y = x.to(self.device), y.to(self.device)
-        self.sizes = (x.shape[1], *hidden, int(y.max()) + 1)
-        self.activation, self.batch = activation, batch
-        self.generator = torch.Generator().manual_seed(seed)
-
-    @property
-    def n_params(self) -> int:
-        return sum(torch.Size(s).numel() for s in mlp_shapes(self.sizes))
-
-    def init_theta(self, tasks: int) -> torch.Tensor:
-        parts = []
-        for shape in mlp_shapes(self.sizes):
-            if len(shape) == 2:
-                parts.append(torch.randn(tasks, shape[0] * shape[1], generator=self.generator) / shape[0] ** 0.5)
-            else:
-                parts.append(torch.zeros(tasks, shape[0]))
-        return torch.cat(parts, 1).to(self.device)  # [tasks, n_params]
-
-    def sample(self, tasks: int, steps: int) -> MLPRun:
-        if tasks < 1 or steps < 1:
-            raise ValueError(f"need tasks >= 1 and steps >= 1, got {tasks}, {steps}")
-        n = self.x.shape[0]
-        batches = torch.randint(0, n, (steps + 1, tasks, self.batch), generator=self.generator).to(self.device)
-        return MLPRun(self.x, self.y, self.sizes, self.activation, self.init_theta(tasks), batches)
 
 
 # ---------------------------------------------------------------------------
@@ -367,29 +237,33 @@ def unroll(optimizer: CoordinatewiseLSTM, run: Run, theta: torch.Tensor, state: 
     return meta_loss, theta, state, torch.stack(losses)
 
 
-def meta_train(optimizer: CoordinatewiseLSTM, problem, s: Settings, episodes: int, meta_batch: int,
+
+
+def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettings, episodes: int, meta_batch: int,
                progress: bool = True, checkpoint=None, desc: str = "meta-training") -> History:
     """Train phi with Adam by truncated BPTT: ``episodes`` runs of ``s.horizon`` steps, one
     meta-update every ``s.unroll`` steps (so ``episodes * horizon / unroll`` updates in all).
 
     Each run is a fresh batch of ``meta_batch`` functions from ``problem.sample``. History logs the
     segment's mean loss per step (``loss``) and the run's final loss (``final``, at run ends).
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``s.checkpoint`` says).
     """
     if s.horizon % s.unroll != 0:
         raise ValueError(f"the horizon ({s.horizon}) must be a multiple of the unroll length ({s.unroll})")
+    checkpoint = resolve(checkpoint, "learned_optimizer", s, optimizer, problem.checkpoint_inputs(), episodes,
+                         meta_batch)
     segments = s.horizon // s.unroll
     adam = torch.optim.Adam(optimizer.parameters(), lr=s.meta_lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=episodes * segments)
-    live: dict = {}
+    live = LiveRun(problem.device)
 
     def step(i: int) -> dict:
         k = i % segments
-        if k == 0 or not live:  # a new batch of functions, theta_0 and a zero LSTM state
-            run = problem.sample(meta_batch, s.horizon)
-            live.update(run=run, theta=run.theta0, state=None)
+        if k == 0 or live.run is None:  # a new batch of functions, theta_0 and a zero LSTM state
+            live.start(problem.sample(meta_batch, s.horizon))
             k = 0
         meta_loss, theta, state, losses = unroll(
-            optimizer, live["run"], live["theta"], live["state"], k * s.unroll, s.unroll, s.second_order,
+            optimizer, live.run, live.theta, live.state, k * s.unroll, s.unroll, s.second_order,
             log_loss=s.log_loss,
         )
         adam.zero_grad()
@@ -398,14 +272,14 @@ def meta_train(optimizer: CoordinatewiseLSTM, problem, s: Settings, episodes: in
             nn.utils.clip_grad_norm_(optimizer.parameters(), s.clip_grad)
         adam.step()
         schedule.step()
-        live.update(theta=theta.detach(), state=detach_state(state))  # truncation: no gradient across segments
+        live.theta, live.state = theta.detach(), detach_state(state)  # truncation: no gradient across segments
         metrics = {"loss": meta_loss.detach() / s.unroll}
         if k == segments - 1:
             metrics["final"] = losses[-1].mean()
         return metrics
 
-    return train(step, episodes * segments, state={"optimizer": optimizer, "adam": adam, "schedule": schedule},
-                 checkpoint=checkpoint, progress=progress, desc=desc)
+    state = {"optimizer": optimizer, "adam": adam, "schedule": schedule, "problem": problem, "live": live}
+    return train(step, episodes * segments, state=state, checkpoint=checkpoint, progress=progress, desc=desc)
 
 
 # ---------------------------------------------------------------------------

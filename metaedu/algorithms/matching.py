@@ -28,18 +28,20 @@ short training cannot sharpen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from metaedu.algorithms.metric import MetricModel, evaluate, predict, train_on_episodes  # noqa: F401 (the API)
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
-from metaedu.evaluation import Score
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import predict_eval_mode, cosine_similarity, encode, evaluate_metric_model, one_hot_labels
-from metaedu.tasks.episodes import EpisodeSampler
-from metaedu.training import History, train
+from metaedu.nn.distances import cosine_similarity, one_hot_labels
+from metaedu.runtime import check_settings, seeded
+from metaedu.tasks.episodes import check_rotations
+from metaedu.training import History
 
 
 @dataclass
@@ -59,6 +61,7 @@ class MatchingSettings:
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # rotated characters as new training classes
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "MatchingSettings":
@@ -69,7 +72,12 @@ class MatchingSettings:
     @classmethod
     def full(cls) -> "MatchingSettings":
         """The paper's Omniglot setting on a GPU (train with the test episode's ways and shots)."""
-        return cls()
+        return cls(checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("read_steps", "cosine_scale", "hidden", "train_way", "train_shot", "train_query",
+                                       "tasks", "steps", "lr", "eval_episodes", "eval_query"))
+        check_rotations(self.rotations)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -136,7 +144,7 @@ class QueryContext(nn.Module):
         return h  # f(x_hat, S) = h_K
 
 
-class MatchingNet(nn.Module):
+class MatchingNet(MetricModel):
     """Conv4 embeddings, optional full context embeddings, cosine attention over the support set.
 
     ``forward(episodes)`` returns log P(y | x_hat, S) for every query, ``[tasks, n_query_total, n_way]``.
@@ -150,9 +158,7 @@ class MatchingNet(nn.Module):
         self.support_context = SupportContext(dim) if settings.fce else None
         self.query_context = QueryContext(dim, settings.read_steps) if settings.fce else None
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """f' = g': ``[tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-        return encode(self.encoder, x)
+    # embed (f' = g') and forward (support and query through the CNN in one call) come from MetricModel
 
     def contextual(self, z_support: torch.Tensor, z_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g(x_i, S) and f(x_hat, S) (the plain embeddings when FCE is off)."""
@@ -171,11 +177,6 @@ class MatchingNet(nn.Module):
         probs = attend(self.attention(z_support, z_query), y_support, n_way)
         return probs.clamp_min(1e-12).log()
 
-    def forward(self, episodes) -> torch.Tensor:
-        n_support = episodes.x_support.shape[1]
-        z = self.embed(torch.cat([episodes.x_support, episodes.x_query], 1))  # [tasks, n_support + n_query, D]
-        return self.logits(z[:, :n_support], episodes.y_support, z[:, n_support:], episodes.n_way)
-
 
 # ----------------------------------------------------------------------------- training and testing
 
@@ -185,42 +186,20 @@ def train_matching(
     data: ClassImageSet,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | bool | None = None,
     progress: bool = True,
 ) -> tuple[MatchingNet, History]:
-    """Episodic training on ``data`` (the background split); returns the model and its history."""
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    model = MatchingNet(settings, data.image_shape[0], data.image_shape[-1]).to(device)
-    sampler = EpisodeSampler(data, settings.train_way, settings.train_shot, settings.train_query,
-                             rotations=settings.rotations, device=device, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    model.train()
+    """Episodic training on ``data`` (the background split); returns the model and its history.
 
-    def step(i: int) -> dict:
-        eps = sampler.sample(settings.tasks)
-        log_probs = model(eps)  # [tasks, n_way * n_query, n_way]
-        loss = episode_loss(log_probs, eps.y_query)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return {"loss": loss.detach(), "accuracy": (log_probs.argmax(-1) == eps.y_query).float().mean()}
-
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
+    checkpoint = resolve(checkpoint, "matching", settings, data, seed)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = MatchingNet(settings, data.image_shape[0], data.image_shape[-1])
     name = "Matching Net" + (" (FCE)" if settings.fce else "")
-    history = train(step, settings.steps, state={"model": model, "opt": opt, "sampler": sampler.generator},
-                    checkpoint=checkpoint, progress=progress, desc=name)
+    history = train_on_episodes(model, settings, data, episode_loss, device, seed, checkpoint, progress, name)
     return model, history
 
 
-def evaluate(model: MatchingNet, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
-             n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
-    """Accuracy (%) and 95% interval on ``n_way``-way ``k_shot``-shot episodes of ``data``
-    (an image set, or ``metaedu.nn.distances.embed_set(model.encoder, data)`` for speed)."""
-    s = model.settings
-    return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
-                                 device=device, seed=seed)
-
-
-def predict(model: MatchingNet, episodes) -> torch.Tensor:
-    """log P(y | x_hat, S) for a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    return predict_eval_mode(model, episodes)
+# evaluate(model, data, n_way, k_shot, ...) and predict(model, episodes) (log P(y | x_hat, S) in evaluation
+# mode) are the metric-learning trio's shared ones (metaedu.algorithms.metric), imported above.

@@ -29,28 +29,26 @@ preprocessed gradient and loss, (pre(grad_i L_t), pre(L_t)) -- the issue's short
 * **Initialisation.** Small random weights; b_F drawn large (f near 1: keep theta, let
   the meta-gradient flow), b_I drawn very negative (i near 0.01: a small learning rate).
 * **Quick mode departs from the paper** to fit a few dozen meta-updates on a laptop
-  CPU (``Settings.quick``): c_0 starts from the baselines' pre-trained network, and the
+  CPU (``MetaLSTMSettings.quick``): c_0 starts from the baselines' pre-trained network, and the
   gates start as the *tuned fine-tune rule* (:func:`start_as_finetune`): the input gate at
   the step size that fine-tuning chose on meta-validation episodes, T = its number of
   steps, the forget gate at sigmoid(8) ~ 0.9997. So before meta-training the meta-learner
   is (up to that slight weight decay) the fine-tune baseline, and meta-training (Adam,
   c_0 three times faster than the gates) has to improve on it. The learner has three conv
-  blocks of 8 filters. ``Settings.full`` is the paper's setting. In both, the weights kept
+  blocks of 8 filters. ``MetaLSTMSettings.full`` is the paper's setting. In both, the weights kept
   are those that score best on meta-validation episodes (held-out background alphabets;
-  :class:`ValidationKeeper`).
+  :class:`metaedu.training.ValidationKeeper`).
 * **Training** (the paper's algorithm 1): T updates on D_train, then the loss of
   theta_T on D_test is back-propagated into Theta = (LSTM weights, W, b, c_0). As in
   the paper, the gradient and loss *inputs* are treated as constants: no second
   derivatives through the learner's gradients.
-* **Batch normalisation.** The learner's batch norm never uses statistics collected
-  across episodes (that would leak information between data sets). On D_train it uses
-  the statistics of the D_train batch; D_test is normalised with the statistics of this
-  episode's D_train under theta_T, never with D_test's own batch, so each query image is
-  classified on its own (no transduction) -- the same rule at meta-training and at
-  meta-test time.
+* **The learner** (:class:`metaedu.nn.conv_learner.ConvLearner`) keeps theta flat, one row per
+  task. Its batch norm never uses statistics collected across episodes: D_test is normalised
+  with the statistics of this episode's D_train under theta_T, never with D_test's own batch
+  (no transduction), at meta-training and at meta-test time alike.
 
 Paper symbols -> names here: theta = ``theta`` (``[tasks, P]``, P = learner.n_params),
-c_0 = ``MetaLearnerLSTM.c0``, T = ``Settings.updates``, i_t, f_t = ``input_gate``,
+c_0 = ``MetaLearnerLSTM.c0``, T = ``MetaLSTMSettings.updates``, i_t, f_t = ``input_gate``,
 ``forget_gate``, Theta = ``MetaLearnerLSTM.parameters()``, D_train/D_test = support/query.
 """
 
@@ -58,20 +56,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaedu.checkpoints import resolve
+from metaedu.nn.conv_learner import ConvLearner
 from metaedu.nn.preprocess import preprocess
+from metaedu.runtime import check_settings
 from metaedu.tasks.episodes import Episodes
-
-BN_EPS = 1e-5
+from metaedu.training import ValidationKeeper, train
 
 
 @dataclass
-class Settings:
+class MetaLSTMSettings:
     """Hyper-parameters of the meta-learner LSTM and its learner (one place for each)."""
 
     n_way: int = 5  # classes per episode
@@ -94,9 +94,12 @@ class Settings:
     val_every: int = 40  # meta-updates between scores on the meta-validation episodes (model selection)
     val_episodes: int = 25  # fixed meta-validation episodes for that score
     eval_episodes: int = 100  # test episodes for the 95% interval (600 in the paper)
+    eval_query: int = 15  # D_test images per class in meta-validation and test episodes (15 in the paper)
+    matching_eval_episodes: int = 50  # test episodes of lecture 02's Matching Network row (the slowest to test)
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> "MetaLSTMSettings":
         # A few dozen meta-updates on a laptop CPU, so the meta-learner starts from what it would otherwise
         # spend them learning: c_0 from the pre-trained network, and the gates as the tuned fine-tune rule
         # (start_as_finetune: i = its step size, T = its step count; f = sigmoid(8) ~ 0.9997). Adam at 1e-3
@@ -106,15 +109,29 @@ class Settings:
         # fine-tune start, c_0 rates 1e-3 / 3e-3 / 1e-2 and 50 or 100 meta-updates. eval_episodes: more test
         # episodes for tighter intervals.
         return cls(forget_bias=(8.0, 8.0), warm_start=True, finetune_start=True, meta_steps=50, val_every=10,
-                   meta_lr=1e-3, c0_lr=3e-3, eval_episodes=200)
+                   meta_lr=1e-3, c0_lr=3e-3, eval_episodes=200, matching_eval_episodes=100)
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> "MetaLSTMSettings":
         return cls(filters=32, blocks=4, updates=12, meta_batch=8, meta_steps=20000, meta_lr=1e-3, n_query=15,
-                   val_every=500, val_episodes=200, eval_episodes=600)
+                   val_every=500, val_episodes=200, eval_episodes=600, matching_eval_episodes=300, checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("n_way", "k_shot", "n_query", "filters", "blocks", "lstm_hidden", "updates",
+                                       "meta_batch", "meta_steps", "meta_lr", "c0_lr", "grad_clip", "val_every",
+                                       "val_episodes", "eval_episodes", "eval_query", "matching_eval_episodes"),
+                       non_negative=("weight_scale",))
+        for name in ("forget_bias", "input_bias"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"MetaLSTMSettings.{name} is a range (low, high), got ({lo}, {hi})")
 
 
-def start_as_finetune(settings: Settings, lr: float, steps: int) -> Settings:
+#: The class's earlier name, still used by lecture 02; drop it once the lecture says MetaLSTMSettings.
+Settings = MetaLSTMSettings
+
+
+def start_as_finetune(settings: MetaLSTMSettings, lr: float, steps: int) -> MetaLSTMSettings:
     """``settings`` with the meta-learner starting as fine-tuning with step size ``lr`` for ``steps`` steps.
 
     When ``settings.finetune_start`` is set: the input-gate bias becomes logit(lr) (so i_t ~ lr
@@ -130,135 +147,6 @@ def start_as_finetune(settings: Settings, lr: float, steps: int) -> Settings:
         raise ValueError(f"the fine-tune step count must be a positive integer, got {steps!r}")
     bias = math.log(lr / (1.0 - lr))
     return dataclasses.replace(settings, updates=int(steps), input_bias=(bias, bias))
-
-
-# ---------------------------------------------------------------------------
-# The learner: a Conv4-like classifier whose parameters are one flat vector per task
-# ---------------------------------------------------------------------------
-
-
-class ConvLearner:
-    """The learner M(x; theta), written as explicit functional layers.
-
-    ``blocks`` x [3x3 conv (``filters``), batch norm, ReLU, 2x2 max-pool], then a linear
-    layer to ``n_way`` scores. theta is a flat vector ``[P]`` (``[tasks, P]`` for a
-    meta-batch; each task has its own learner), laid out in the order of an
-    ``nn.Sequential`` of the same layers: conv weight, conv bias, bn weight, bn bias per
-    block, then the head's weight and bias. The tasks of a batch run together as one
-    grouped convolution.
-    """
-
-    def __init__(self, n_way: int, filters: int = 16, blocks: int = 4, in_channels: int = 1, image_size: int = 28) -> None:
-        for name, value in (("n_way", n_way), ("filters", filters), ("blocks", blocks), ("in_channels", in_channels)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"ConvLearner: {name} must be a positive integer, got {value!r}")
-        side = image_size
-        for _ in range(blocks):
-            side //= 2
-        if side < 1:
-            raise ValueError(f"ConvLearner: {blocks} blocks halve a {image_size}-pixel image to nothing; use fewer blocks")
-        self.n_way, self.filters, self.blocks = n_way, filters, blocks
-        self.in_channels, self.image_size = in_channels, image_size
-        self.feature_dim = filters * side * side
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        c_in = in_channels
-        for b in range(1, blocks + 1):
-            self.shapes[f"conv{b}.weight"] = (filters, c_in, 3, 3)
-            self.shapes[f"conv{b}.bias"] = (filters,)
-            self.shapes[f"bn{b}.weight"] = (filters,)
-            self.shapes[f"bn{b}.bias"] = (filters,)
-            c_in = filters
-        self.shapes["head.weight"] = (n_way, self.feature_dim)
-        self.shapes["head.bias"] = (n_way,)
-        self.offsets: dict[str, slice] = {}
-        start = 0
-        for name, shape in self.shapes.items():
-            size = math.prod(shape)
-            self.offsets[name] = slice(start, start + size)
-            start += size
-        self.n_params = start
-
-    def layers(self) -> dict[str, slice]:
-        """Coordinate ranges of each layer of the learner (for per-layer gate plots)."""
-        out = {}
-        for b in range(1, self.blocks + 1):
-            out[f"block {b}"] = slice(self.offsets[f"conv{b}.weight"].start, self.offsets[f"bn{b}.bias"].stop)
-        out["output"] = slice(self.offsets["head.weight"].start, self.n_params)
-        return out
-
-    def init(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A fresh theta ``[P]``: He-normal convs, unit/zero batch norm, small head, zero biases."""
-        parts = []
-        for name, shape in self.shapes.items():
-            if name.startswith("conv") and name.endswith("weight"):
-                fan_in = shape[1] * 9
-                parts.append(torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in))
-            elif name == "head.weight":
-                parts.append(torch.randn(shape, generator=generator) / math.sqrt(shape[1]))
-            elif name.startswith("bn") and name.endswith("weight"):
-                parts.append(torch.ones(shape))
-            else:
-                parts.append(torch.zeros(shape))
-        return torch.cat([p.flatten() for p in parts])
-
-    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``[tasks, P]`` -> ``{name: [tasks, *shape]}`` (views, no copies)."""
-        if theta.dim() != 2 or theta.shape[1] != self.n_params:
-            raise ValueError(f"theta must be [tasks, {self.n_params}], got shape {tuple(theta.shape)}")
-        return {name: theta[:, sl].reshape(theta.shape[0], *self.shapes[name]) for name, sl in self.offsets.items()}
-
-    def logits(self, theta: torch.Tensor, x: torch.Tensor, n_stats: int | None = None) -> torch.Tensor:
-        """Class scores of each task's learner on its own images.
-
-        Args:
-            theta: ``[tasks, P]``.
-            x: ``[tasks, n, C, H, W]``.
-            n_stats: batch norm statistics come from the first ``n_stats`` images of each
-                task (``None``: all of them). Pass ``n_support`` with ``x = [support; query]``
-                to normalise D_test with D_train's statistics.
-        Returns: ``[tasks, n, n_way]``.
-        """
-        z = self.features(theta, x, n_stats)  # [tasks, n, feature_dim]
-        p = self.unflatten(theta)
-        return torch.einsum("tnd,tcd->tnc", z, p["head.weight"]) + p["head.bias"][:, None, :]
-
-    def features(self, theta: torch.Tensor, x: torch.Tensor, n_stats: int | None = None) -> torch.Tensor:
-        """The conv blocks alone (the head's part of theta is ignored): ``[tasks, n, feature_dim]``."""
-        if x.dim() != 5 or x.shape[0] != theta.shape[0]:
-            raise ValueError(f"x must be [tasks={theta.shape[0]}, n, C, H, W], got shape {tuple(x.shape)}")
-        if x.shape[2] != self.in_channels or x.shape[3] != self.image_size or x.shape[4] != self.image_size:
-            raise ValueError(
-                f"the learner expects {self.in_channels}x{self.image_size}x{self.image_size} images, got {tuple(x.shape[2:])}"
-            )
-        p = self.unflatten(theta)
-        tasks, n = x.shape[:2]
-        n_stats = n if n_stats is None else n_stats
-        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])  # [n, tasks * C, H, W]
-        # channels-last memory order: about twice as fast for these narrow convolutions and pools on CPU
-        h = h.contiguous(memory_format=torch.channels_last)
-        for b in range(1, self.blocks + 1):
-            w = p[f"conv{b}.weight"]  # [tasks, filters, c_in, 3, 3]
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), p[f"conv{b}.bias"].reshape(-1), padding=1, groups=tasks)
-            h = batch_norm(h, p[f"bn{b}.weight"].reshape(-1), p[f"bn{b}.bias"].reshape(-1), n_stats)
-            # ReLU then 2x2 max-pool, computed as pool then ReLU: the same values and gradients (max and
-            # ReLU commute), with the ReLU on four times fewer numbers
-            h = F.relu(F.max_pool2d(h, 2))  # [n, tasks * filters, H / 2, W / 2]
-        return h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, feature_dim]
-
-    def task_losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of each task's learner on its images: ``[tasks]``."""
-        logits = self.logits(theta, x)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
-
-
-def batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_stats: int) -> torch.Tensor:
-    """Batch norm of ``h [n, channels, H, W]`` with mean and (biased) variance of its first ``n_stats`` rows."""
-    if n_stats == h.shape[0]:
-        return F.batch_norm(h, None, None, weight, bias, training=True, eps=BN_EPS)
-    ref = h[:n_stats].transpose(0, 1).reshape(h.shape[1], -1)  # [channels, n_stats * H * W]
-    var, mean = torch.var_mean(ref, dim=1, unbiased=False)
-    scale = weight * torch.rsqrt(var + BN_EPS)  # [channels]
-    return h * scale[None, :, None, None] + (bias - mean * scale)[None, :, None, None]
 
 
 # ---------------------------------------------------------------------------
@@ -280,7 +168,7 @@ class CellState:
 class MetaLearnerLSTM(nn.Module):
     """Theta: the first LSTM (4 inputs per coordinate), the gate weights W_I, W_F, b_I, b_F, and c_0."""
 
-    def __init__(self, learner: ConvLearner, settings: Settings, generator: torch.Generator | None = None) -> None:
+    def __init__(self, learner: ConvLearner, settings: MetaLSTMSettings, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.learner = learner
         s = settings
@@ -392,7 +280,7 @@ def meta_loss(meta: MetaLearnerLSTM, episodes: Episodes, updates: int) -> tuple[
 
 
 def build(
-    settings: Settings, device: str | torch.device = "cpu", seed: int = 0, image_size: int = 28,
+    settings: MetaLSTMSettings, device: str | torch.device = "cpu", seed: int = 0, image_size: int = 28,
     theta0: torch.Tensor | None = None,
 ) -> MetaLearnerLSTM:
     """A learner and its meta-learner, initialised as the paper describes.
@@ -410,92 +298,38 @@ def build(
     return meta.to(device)
 
 
-def make_step(meta: MetaLearnerLSTM, sampler, settings: Settings, optimizer: torch.optim.Optimizer):
-    """``step(i)`` for :func:`metaedu.training.train`: one meta-update on a meta-batch (algorithm 1, line 16)."""
-
-    def step(_i: int) -> dict:
-        episodes = sampler.sample(settings.meta_batch)
-        loss, acc = meta_loss(meta, episodes, settings.updates)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(meta.parameters(), settings.grad_clip)
-        optimizer.step()
-        return {"loss": loss.detach(), "acc": acc}
-
-    return step
-
-
-class ValidationKeeper:
-    """Model selection on meta-validation episodes (never the evaluation split).
-
-    Every ``every`` meta-updates (and after the last) the meta-learner is scored on the same
-    fixed validation episodes; the weights with the best score so far are kept, and
-    :meth:`restore` puts them back. Checkpointed with the rest of the training state.
-    """
-
-    def __init__(self, meta: MetaLearnerLSTM, episodes: Episodes, updates: int, every: int) -> None:
-        if every < 1:
-            raise ValueError(f"val_every must be >= 1, got {every}")
-        self.meta, self.episodes, self.updates, self.every = meta, episodes, updates, every
-        self.steps: list[int] = []  # meta-updates done at each score
-        self.accs: list[float] = []  # validation accuracy (%) at each score
-        self.best_state: dict | None = None
-
-    @torch.no_grad()
-    def __call__(self, done: int, last: bool) -> None:
-        if done % self.every and not last:
-            return
-        logits = predictor(self.meta, self.updates)(self.episodes)
-        acc = float((logits.argmax(-1) == self.episodes.y_query).float().mean() * 100)
-        if not self.accs or acc > max(self.accs):
-            self.best_state = {k: v.detach().clone() for k, v in self.meta.state_dict().items()}
-        self.steps.append(done)
-        self.accs.append(acc)
-
-    @property
-    def best(self) -> tuple[int, float]:
-        """(meta-updates, validation accuracy) of the kept weights."""
-        j = max(range(len(self.accs)), key=lambda k: (self.accs[k], -k))
-        return self.steps[j], self.accs[j]
-
-    def restore(self) -> None:
-        if self.best_state is not None:
-            self.meta.load_state_dict(self.best_state)
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "accs": self.accs, "best_state": self.best_state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.steps, self.accs, self.best_state = list(state["steps"]), list(state["accs"]), state["best_state"]
-
-
 def meta_train(
-    meta: MetaLearnerLSTM, sampler, settings: Settings, checkpoint=None, progress: bool = True,
+    meta: MetaLearnerLSTM, sampler, settings: MetaLSTMSettings, checkpoint=None, progress: bool = True,
     validation: Episodes | None = None,
 ):
     """Meta-train Theta with Adam through the shared training loop; returns the History.
 
     With ``validation`` episodes (from held-out meta-training alphabets), the weights that score
     best on them (every ``settings.val_every`` meta-updates) are kept; the scores are in
-    ``history["val_acc"]`` at meta-updates ``history["val_step"]``.
+    ``history["val_acc"]`` at meta-updates ``history["val_step"]``. ``checkpoint``: see
+    :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
     """
-    from metaedu.training import train
-
+    checkpoint = resolve(checkpoint, "meta_lstm", settings, meta, getattr(sampler, "data", None), sampler.generator,
+                         validation)
     c0_lr = settings.meta_lr if settings.c0_lr is None else settings.c0_lr
     rest = [p for name, p in meta.named_parameters() if name != "c0"]
     optimizer = torch.optim.Adam([{"params": rest}, {"params": [meta.c0], "lr": c0_lr}], lr=settings.meta_lr)
-    update = make_step(meta, sampler, settings, optimizer)
     state = {"meta": meta, "opt": optimizer, "sampler": sampler.generator}
     keeper = None
     if validation is not None:
-        keeper = ValidationKeeper(meta, validation, settings.updates, settings.val_every)
+        keeper = ValidationKeeper(meta, lambda: query_accuracy(meta, validation, settings.updates), settings.val_every)
         state["validation"] = keeper
 
-    def step(i: int) -> dict:
-        metrics = update(i)
+    def step(i: int) -> dict:  # one meta-update on a meta-batch (algorithm 1, line 16)
+        episodes = sampler.sample(settings.meta_batch)
+        loss, acc = meta_loss(meta, episodes, settings.updates)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(meta.parameters(), settings.grad_clip)
+        optimizer.step()
         if keeper is not None:
             keeper(i + 1, last=i == settings.meta_steps - 1)
-        return metrics
+        return {"loss": loss.detach(), "acc": acc}
 
     history = train(step, settings.meta_steps, state=state, checkpoint=checkpoint, progress=progress,
                     desc="meta-learner LSTM")
@@ -503,6 +337,12 @@ def meta_train(
         keeper.restore()
         history.metrics["val_step"], history.metrics["val_acc"] = list(keeper.steps), list(keeper.accs)
     return history
+
+
+def query_accuracy(meta: MetaLearnerLSTM, episodes: Episodes, updates: int) -> float:
+    """Accuracy (%) on the D_test sets of ``episodes`` after ``updates`` learned updates on D_train."""
+    logits = predictor(meta, updates)(episodes)
+    return float((logits.argmax(-1) == episodes.y_query).float().mean() * 100)
 
 
 def predictor(meta: MetaLearnerLSTM, updates: int):

@@ -32,26 +32,21 @@ g_theta = ``ZeroShotProtoNet.meta_map``, v_k = rows of ``load_glyphs().descripto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from metaedu.algorithms.metric import MetricModel, evaluate, predict, train_on_episodes  # noqa: F401 (the API)
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
-from metaedu.evaluation import Score
+from metaedu.data.embedded import EmbeddedSet, embed_set
+from metaedu.evaluation import Score, episode_accuracy
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import (
-    predict_eval_mode,
-    EmbeddedSet,
-    cosine_similarity,
-    embed_set,
-    encode,
-    evaluate_metric_model,
-    one_hot_labels,
-    squared_euclidean,
-)
-from metaedu.tasks.episodes import EpisodeSampler
+from metaedu.nn.distances import cosine_similarity, encode, one_hot_labels, squared_euclidean
+from metaedu.runtime import check_settings, evaluation_mode, seeded
+from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
 DISTANCES = ("euclidean", "cosine")
@@ -74,6 +69,7 @@ class ProtoNetSettings:
     rotations: tuple[int, ...] = (0, 90, 180, 270)  # rotated characters as new training classes (Snell, Vinyals)
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "ProtoNetSettings":
@@ -84,11 +80,13 @@ class ProtoNetSettings:
     @classmethod
     def full(cls) -> "ProtoNetSettings":
         """Snell et al.'s Omniglot setting: 60-way training episodes, 5 queries, rotations, a GPU."""
-        return cls()
+        return cls(checkpoint=True)
 
     def __post_init__(self) -> None:
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        check_settings(self, positive=("cosine_scale", "hidden", "train_way", "train_shot", "train_query", "tasks",
+                                       "steps", "lr", "lr_halve_every", "eval_episodes", "eval_query"),
+                       choices={"distance": DISTANCES})
+        check_rotations(self.rotations)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -132,7 +130,7 @@ def as_linear_layer(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 2 * protos, -protos.pow(2).sum(-1)
 
 
-class ProtoNet(nn.Module):
+class ProtoNet(MetricModel):
     """f_phi and the prototype classifier; ``forward(episodes)`` gives the query logits ``[tasks, n_query_total, n_way]``."""
 
     def __init__(self, settings: ProtoNetSettings, in_channels: int = 1, image_size: int = 28) -> None:
@@ -140,19 +138,9 @@ class ProtoNet(nn.Module):
         self.settings = settings
         self.encoder = Conv4(in_channels, settings.hidden, image_size=image_size)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-        return encode(self.encoder, x)
-
     def logits(self, z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor, n_way: int) -> torch.Tensor:
         protos = prototypes(z_support, y_support, n_way)  # [tasks, n_way, D]
         return prototype_logits(z_query, protos, self.settings.distance, self.settings.cosine_scale)
-
-    def forward(self, episodes) -> torch.Tensor:
-        n_support = episodes.x_support.shape[1]
-        # support and query through the CNN in one call: [tasks, n_support + n_query_total, D]
-        z = self.embed(torch.cat([episodes.x_support, episodes.x_query], 1))
-        return self.logits(z[:, :n_support], episodes.y_support, z[:, n_support:], episodes.n_way)
 
 
 # ----------------------------------------------------------------------------- training and testing
@@ -163,49 +151,26 @@ def train_protonet(
     data: ClassImageSet,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | bool | None = None,
     progress: bool = True,
     model: ProtoNet | None = None,
     max_seconds: float | None = None,
 ) -> tuple[ProtoNet, History]:
-    """Meta-train on episodes of ``data`` (the background split); returns the model and its history."""
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    model = (model or ProtoNet(settings, data.image_shape[0], data.image_shape[-1])).to(device)
-    sampler = EpisodeSampler(data, settings.train_way, settings.train_shot, settings.train_query,
-                             rotations=settings.rotations, device=device, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=settings.lr_halve_every, gamma=0.5)
-    model.train()
+    """Meta-train on episodes of ``data`` (the background split); returns the model and its history.
 
-    def step(i: int) -> dict:
-        eps = sampler.sample(settings.tasks)
-        logits = model(eps)  # [tasks, n_way * n_query, n_way]
-        loss = episode_loss(logits, eps.y_query)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        acc = (logits.argmax(-1) == eps.y_query).float().mean()
-        return {"loss": loss.detach(), "accuracy": acc}
-
-    history = train(step, settings.steps, state={"model": model, "opt": opt, "sched": sched, "sampler": sampler.generator},
-                    checkpoint=checkpoint, progress=progress, desc="ProtoNet", max_seconds=max_seconds)
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
+    checkpoint = resolve(checkpoint, "protonet", settings, data, seed, model)
+    if model is None:
+        with seeded(seed):  # the initial weights depend on the seed only
+            model = ProtoNet(settings, data.image_shape[0], data.image_shape[-1])
+    history = train_on_episodes(model, settings, data, episode_loss, device, seed, checkpoint, progress, "ProtoNet",
+                                lr_halve_every=settings.lr_halve_every, max_seconds=max_seconds)
     return model, history
 
 
-def evaluate(model: ProtoNet, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
-             n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
-    """Accuracy (%) and 95% interval on ``n_way``-way ``k_shot``-shot episodes of ``data``
-    (an image set, or :func:`embed_set` of it for speed); sizes default to the model's settings."""
-    s = model.settings
-    return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
-                                 device=device, seed=seed)
-
-
-def predict(model: ProtoNet, episodes) -> torch.Tensor:
-    """Query logits of a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    return predict_eval_mode(model, episodes)
+# evaluate(model, data, n_way, k_shot, ...) and predict(model, episodes) are the metric-learning trio's
+# shared ones (metaedu.algorithms.metric), imported above.
 
 
 # ----------------------------------------------------------------------------- zero-shot
@@ -225,6 +190,7 @@ class ZeroShotSettings:
     weight_decay: float = 1e-4  # Adam weight decay on both maps (the metadata of test classes is new)
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query images per class in test episodes
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "ZeroShotSettings":
@@ -232,7 +198,11 @@ class ZeroShotSettings:
 
     @classmethod
     def full(cls) -> "ZeroShotSettings":
-        return cls()
+        return cls(checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("embed_dim", "meta_hidden", "train_way", "train_query", "tasks", "steps", "lr",
+                                       "eval_episodes", "eval_query"), non_negative=("weight_decay",))
 
 
 class ZeroShotProtoNet(nn.Module):
@@ -273,8 +243,7 @@ class ZeroShotProtoNet(nn.Module):
         return -squared_euclidean(self.query_embedding(features), self.class_prototypes(v))
 
     def forward(self, x_query: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.encoder.eval()
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(self.encoder):  # the fixed encoder, on its running statistics
             features = encode(self.encoder, x_query)  # [tasks, n, D]
         return self.logits_from_features(features, v)
 
@@ -300,18 +269,22 @@ def train_zero_shot(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    checkpoint: str | Path | bool | None = None,
 ) -> tuple[ZeroShotProtoNet, History]:
     """Learn the metadata and image maps on episodes of ``data`` whose classes come with ``metadata`` rows.
 
     The fixed image encoder embeds ``data`` once; training episodes are drawn from those embeddings.
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve`.
     """
     device = torch.device(device)
     _check_metadata(metadata, data)
-    torch.manual_seed(seed)
+    checkpoint = resolve(checkpoint, "protonet_zero_shot", settings, image_encoder, data, metadata, seed)
     embedded = embed_set(image_encoder, data, device)
     image_dim = embedded.images.shape[1]
-    model = ZeroShotProtoNet(settings, image_encoder, image_dim, metadata.shape[1],
-                             metadata.mean(0), metadata.std(0)).to(device)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = ZeroShotProtoNet(settings, image_encoder, image_dim, metadata.shape[1],
+                                 metadata.mean(0), metadata.std(0))
+    model = model.to(device)
     # zero-shot episodes have no support set; the sampler's one support image per class is not used
     sampler = EpisodeSampler(embedded, settings.train_way, 1, settings.train_query, device=device, seed=seed)
     params = list(model.image_map.parameters()) + list(model.meta_map.parameters())
@@ -327,7 +300,8 @@ def train_zero_shot(
         opt.step()
         return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == eps.y_query).float().mean()}
 
-    history = train(step, settings.steps, progress=progress, desc="zero-shot ProtoNet")
+    history = train(step, settings.steps, state={"maps": model, "opt": opt, "sampler": sampler.generator},
+                    checkpoint=checkpoint, progress=progress, desc="zero-shot ProtoNet")
     return model, history
 
 
@@ -336,18 +310,15 @@ def evaluate_zero_shot(model: ZeroShotProtoNet, data: ClassImageSet, metadata: t
                        n_query: int | None = None, n_episodes: int | None = None,
                        device: str | torch.device = "cpu", seed: int = 0) -> Score:
     """Zero-shot accuracy (%) with its 95% interval: prototypes from ``metadata`` only, no support images."""
-    from metaedu.evaluation import episode_accuracy
-
     _check_metadata(metadata, data)
     s = model.settings
     embedded = data if isinstance(data, EmbeddedSet) else embed_set(model.encoder, data, device)
     if embedded.encoder is not model.encoder:
         raise ValueError(f"{embedded.name} was embedded by a different encoder than this model's")
     sampler = EpisodeSampler(embedded, n_way, 1, n_query or s.eval_query, device=device, seed=seed)
-    model.eval()
-    score = episode_accuracy(
-        lambda eps: model.logits_from_features(eps.x_query.flatten(2), _class_metadata(metadata, eps.classes, device)),
-        sampler, n_episodes=n_episodes or s.eval_episodes,
-    )
-    model.train()
-    return score
+    with evaluation_mode(model):
+        return episode_accuracy(
+            lambda eps: model.logits_from_features(eps.x_query.flatten(2),
+                                                   _class_metadata(metadata, eps.classes, device)),
+            sampler, n_episodes=n_episodes or s.eval_episodes,
+        )

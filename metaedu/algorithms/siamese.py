@@ -27,17 +27,20 @@ distortions; we use Conv4 and Adam to compare the three methods on one backbone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
+from metaedu.algorithms.metric import MetricModel, evaluate, predict  # noqa: F401 (the API)
 from metaedu.evaluation import Score, mean_ci
 from metaedu.nn.backbones import Conv4
-from metaedu.nn.distances import predict_eval_mode, encode, evaluate_metric_model, one_hot_labels
-from metaedu.tasks.episodes import EpisodeSampler
+from metaedu.nn.distances import one_hot_labels
+from metaedu.runtime import check_settings, evaluation_mode, seeded
+from metaedu.tasks.episodes import EpisodeSampler, check_rotations
 from metaedu.training import History, train
 
 
@@ -54,6 +57,7 @@ class SiameseSettings:
     eval_episodes: int = 1000  # test episodes per reported accuracy
     eval_query: int = 5  # query examples per class in test episodes
     eval_pairs: int = 2000  # test pairs for verification accuracy
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "SiameseSettings":
@@ -63,10 +67,18 @@ class SiameseSettings:
     @classmethod
     def full(cls) -> "SiameseSettings":
         """Many verification pairs on a GPU (Koch et al. train on 30k-150k pairs; this sees 2.5M)."""
-        return cls()
+        return cls(checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("hidden", "steps", "lr", "eval_episodes", "eval_query", "eval_pairs"),
+                       non_negative=("l2",))
+        if self.pair_classes < 2:
+            raise ValueError(f"SiameseSettings.pair_classes must be at least 2 (a different pair needs two classes), "
+                             f"got {self.pair_classes!r}")
+        check_rotations(self.rotations)
 
 
-class SiameseNet(nn.Module):
+class SiameseNet(MetricModel):
     """Twin Conv4 encoders (one set of weights) and a weighted-L1 logistic similarity."""
 
     def __init__(self, settings: SiameseSettings, in_channels: int = 1, image_size: int = 28) -> None:
@@ -79,9 +91,7 @@ class SiameseNet(nn.Module):
         nn.init.constant_(self.weighting.weight, -1.0 / self.encoder.out_dim)
         nn.init.constant_(self.weighting.bias, 1.0)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-        return encode(self.encoder, x)
+    # embed and forward (support and query through the CNN in one call) come from MetricModel
 
     def pair_logits(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """sum_j alpha_j |a_j - b_j| + b for every pair: ``[tasks, n, D]``, ``[tasks, m, D]`` -> ``[tasks, n, m]``."""
@@ -94,11 +104,6 @@ class SiameseNet(nn.Module):
         member = one_hot_labels(y_support, n_way).transpose(1, 2).bool()  # [tasks, n_way, n_support]
         masked = sim[:, :, None, :].masked_fill(~member[:, None], float("-inf"))  # [tasks, n_query, n_way, n_support]
         return masked.amax(-1)
-
-    def forward(self, episodes) -> torch.Tensor:
-        n_support = episodes.x_support.shape[1]
-        z = self.embed(torch.cat([episodes.x_support, episodes.x_query], 1))
-        return self.logits(z[:, :n_support], episodes.y_support, z[:, n_support:], episodes.n_way)
 
 
 # ----------------------------------------------------------------------------- verification pairs
@@ -166,13 +171,18 @@ def train_siamese(
     data: ClassImageSet,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | bool | None = None,
     progress: bool = True,
 ) -> tuple[SiameseNet, History]:
-    """Verification training on same / different pairs of ``data``; returns the model and its history."""
+    """Verification training on same / different pairs of ``data``; returns the model and its history.
+
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
     device = torch.device(device)
-    torch.manual_seed(seed)
-    model = SiameseNet(settings, data.image_shape[0], data.image_shape[-1]).to(device)
+    checkpoint = resolve(checkpoint, "siamese", settings, data, seed)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = SiameseNet(settings, data.image_shape[0], data.image_shape[-1])
+    model = model.to(device)
     sampler = EpisodeSampler(data, settings.pair_classes, 1, 1, rotations=settings.rotations, device=device, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     model.train()
@@ -201,14 +211,12 @@ def verification_scores(model: SiameseNet, data: ClassImageSet, n_pairs: int | N
     n_pairs = n_pairs or model.settings.eval_pairs
     batch_classes = min(batch_classes, data.n_classes)
     sampler = EpisodeSampler(data, batch_classes, 1, 1, device=device, seed=seed)
-    was = model.training
-    model.eval()
     ps, ys = [], []
-    while sum(len(y) for y in ys) < n_pairs:
-        x_1, x_2, y = pairs_from_episode(sampler.sample(1))
-        ps.append(torch.sigmoid(pair_probability_logits(model, x_1, x_2)).flatten().cpu())
-        ys.append(y.flatten().cpu())
-    model.train(was)
+    with evaluation_mode(model):
+        while sum(len(y) for y in ys) < n_pairs:
+            x_1, x_2, y = pairs_from_episode(sampler.sample(1))
+            ps.append(torch.sigmoid(pair_probability_logits(model, x_1, x_2)).flatten().cpu())
+            ys.append(y.flatten().cpu())
     return torch.cat(ps)[:n_pairs], torch.cat(ys)[:n_pairs]
 
 
@@ -224,16 +232,5 @@ def accuracy_of_scores(p: torch.Tensor, y: torch.Tensor) -> Score:
     return mean_ci(((p > 0.5).float() == y).float() * 100)
 
 
-def evaluate(model: SiameseNet, data: ClassImageSet, n_way: int, k_shot: int, n_query: int | None = None,
-             n_episodes: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> Score:
-    """N-way K-shot accuracy (%) and 95% interval on episodes of ``data``
-    (an image set, or ``metaedu.nn.distances.embed_set(model.encoder, data)`` for speed)."""
-    s = model.settings
-    return evaluate_metric_model(model, data, n_way, k_shot, n_query or s.eval_query, n_episodes or s.eval_episodes,
-                                 device=device, seed=seed)
-
-
-def predict(model: SiameseNet, episodes) -> torch.Tensor:
-    """Class scores for a batch of episodes in evaluation mode, ``[tasks, n_query_total, n_way]``."""
-    return predict_eval_mode(model, episodes)
-
+# evaluate(model, data, n_way, k_shot, ...) (N-way K-shot accuracy) and predict(model, episodes) (class scores
+# in evaluation mode) are the metric-learning trio's shared ones (metaedu.algorithms.metric), imported above.

@@ -13,28 +13,18 @@ Before meta-learning, the obvious ways to classify from one example are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from metaedu.checkpoints import resolve
 from metaedu.data.base import ClassImageSet
 from metaedu.nn.backbones import Conv4
+from metaedu.nn.distances import nearest_neighbour
+from metaedu.runtime import check_settings, evaluation_mode, seeded
 from metaedu.training import History, train
-
-
-def nearest_neighbour(z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
-    """Label of the nearest support item for each query.
-
-    Shapes: ``z_support [tasks, S, D]``, ``y_support [tasks, S]``, ``z_query [tasks, Q, D]`` -> ``[tasks, Q]``.
-    """
-    if metric == "euclidean":
-        dist = torch.cdist(z_query, z_support)  # [tasks, Q, S]
-    elif metric == "cosine":
-        dist = -F.normalize(z_query, dim=-1) @ F.normalize(z_support, dim=-1).transpose(1, 2)
-    else:
-        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
-    return torch.gather(y_support, 1, dist.argmin(-1))
 
 
 def pixel_nearest_neighbour(episodes) -> torch.Tensor:
@@ -44,10 +34,13 @@ def pixel_nearest_neighbour(episodes) -> torch.Tensor:
 
 @dataclass
 class TransferSettings:
+    """The pretrained classifier whose features the nearest-neighbour baseline compares."""
+
     hidden: int = 64  # filters per conv block
     epochs: int = 10  # passes over the background images
     batch_size: int = 128  # images per step
     lr: float = 1e-3  # Adam step size
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "TransferSettings":
@@ -55,28 +48,34 @@ class TransferSettings:
 
     @classmethod
     def full(cls) -> "TransferSettings":
-        return cls(hidden=64, epochs=30, batch_size=128)
+        return cls(hidden=64, epochs=30, batch_size=128, checkpoint=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, positive=("hidden", "epochs", "batch_size", "lr"))
 
 
 def pretrain_classifier(
-    data: ClassImageSet, settings: TransferSettings, device="cpu", seed: int = 0, progress: bool = True
+    data: ClassImageSet, settings: TransferSettings, device="cpu", seed: int = 0, progress: bool = True,
+    checkpoint: str | Path | bool | None = None,
 ) -> tuple[Conv4, History]:
-    """Train Conv4 + linear head to classify all of ``data``'s classes; returns the model and its history."""
+    """Train Conv4 + linear head to classify all of ``data``'s classes; returns the model (in evaluation
+    mode) and its history. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`."""
+    checkpoint = resolve(checkpoint, "transfer", settings, data, seed)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = Conv4(in_channels=data.image_shape[0], hidden=settings.hidden, n_classes=data.n_classes,
-                  image_size=data.image_shape[-1]).to(device)
+    with seeded(seed):  # the initial weights depend on the seed only
+        model = Conv4(in_channels=data.image_shape[0], hidden=settings.hidden, n_classes=data.n_classes,
+                      image_size=data.image_shape[-1])
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     images = data.float_images().to(device)
     targets = data.targets.to(device)
     steps_per_epoch = max(1, len(targets) // settings.batch_size)
-    order = torch.randperm(len(targets), generator=g)
+    order = torch.randperm(len(targets), generator=g)  # this epoch's order, redrawn in place (a checkpointed tensor)
 
     def step(i: int) -> dict:
-        nonlocal order
         j = i % steps_per_epoch
         if j == 0 and i:
-            order = torch.randperm(len(targets), generator=g)
+            order.copy_(torch.randperm(len(targets), generator=g))
         idx = order[j * settings.batch_size : (j + 1) * settings.batch_size].to(device)
         logits = model(images[idx])
         loss = F.cross_entropy(logits, targets[idx])
@@ -86,19 +85,18 @@ def pretrain_classifier(
         return {"loss": loss, "accuracy": (logits.argmax(1) == targets[idx]).float().mean()}
 
     model.train()
-    history = train(step, settings.epochs * steps_per_epoch, state={"model": model, "opt": opt},
-                    progress=progress, desc="pretraining")
+    history = train(step, settings.epochs * steps_per_epoch, state={"model": model, "opt": opt, "order": order,
+                                                                     "generator": g},
+                    checkpoint=checkpoint, progress=progress, desc="pretraining")
     model.eval()
     return model, history
 
 
 @torch.no_grad()
 def embed(model: Conv4, x: torch.Tensor) -> torch.Tensor:
-    """Features (the layer before the head) of ``x [tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
-    was_training = model.training
-    model.eval()
-    z = model.features(x.flatten(0, 1)).flatten(1)
-    model.train(was_training)
+    """Features (the layer before the head, evaluation mode) of ``x [tasks, n, C, H, W]`` -> ``[tasks, n, D]``."""
+    with evaluation_mode(model):
+        z = model.features(x.flatten(0, 1)).flatten(1)
     return z.view(x.shape[0], x.shape[1], -1)
 
 

@@ -18,7 +18,7 @@ def _grade(args: argparse.Namespace) -> int:
     from metaedu.grading.grader import Settings, grade_folder, summary
     from metaedu.grading.sandbox import mode
 
-    settings = Settings(jobs=args.jobs, cell_timeout_s=args.cell_timeout, progress=not args.no_progress)
+    settings = Settings(jobs=args.jobs, stage_a_cpu_s=args.cpu_limit, progress=not args.no_progress)
     print(f"sandbox: {mode()}")
     results = grade_folder(args.submissions, args.assignment, args.out, settings)
     print(summary(results))
@@ -39,6 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     grade.add_argument("--assignment", required=True, choices=available(), help="which assignment they answer")
     grade.add_argument("--out", required=True, help="folder for gradebook.csv and per-submission results")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
-    grade.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: the assignment's)")
+    grade.add_argument("--cpu-limit", type=float, default=None,
+                       help="CPU seconds a whole notebook may use, all its processes together (default: the assignment's)")
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
     grade.set_defaults(func=_grade)

@@ -16,7 +16,9 @@ For each submission (one row of ``gradebook.csv`` and one ``<name>/result.json``
 
 Statuses: ok, cell_error, timeout, kernel_died, oom, invalid_notebook, missing_answer, harness_error.
 Stage B runs (and scores) when stage A ended ok, with a cell error or with a missing answer; after
-a timeout, a dead kernel or running out of memory the submission scores zero.
+a timeout, a dead kernel or running out of memory the submission scores zero. When stage B itself
+runs out of time the submission is a timeout and scores zero: partial results of a stopped run
+are never scored, since how far it got would depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -52,12 +54,20 @@ class Settings:
     """Limits of one grading run (one place for them)."""
 
     jobs: int = 1  # submissions graded at once (each in its own sandbox uid)
-    cell_timeout_s: int | None = None  # per-cell limit in stage A (None: the assignment's)
-    stage_a_timeout_s: float = 180.0  # whole notebook, stage A
-    stage_b_timeout_s: float = 90.0  # loading definitions and calling every test, stage B
+    stage_a_cpu_s: float | None = None  # CPU seconds for the whole notebook, all its processes (None: the assignment's)
+    stage_b_cpu_s: float = 60.0  # CPU seconds for loading the definitions and calling every test
+    stage_a_wall_s: float = 600.0  # wall-clock backstop of stage A, for code that sleeps or waits
+    stage_b_wall_s: float = 300.0  # wall-clock backstop of stage B
     memory_mb: int = 3072
-    cpu_s: int = 240
     progress: bool = True
+
+    def __post_init__(self):
+        for name in ("stage_a_cpu_s", "stage_b_cpu_s", "stage_a_wall_s", "stage_b_wall_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be at least 1, got {self.jobs}")
 
 
 class Rejected(Exception):
@@ -144,8 +154,19 @@ def _parameters(nb, seed: int) -> dict:
 # ------------------------------------------------------------------ stages
 
 
-def _limits(settings: Settings, timeout: float) -> sandbox.Limits:
-    return sandbox.Limits(cpu_s=settings.cpu_s, memory_mb=settings.memory_mb, timeout_s=timeout)
+def _limits(settings: Settings, cpu_budget: float, wall: float) -> sandbox.Limits:
+    # RLIMIT_CPU per process only backs up the budget of the whole sandbox, which decides
+    return sandbox.Limits(cpu_s=int(cpu_budget) + 30, memory_mb=settings.memory_mb, cpu_budget_s=cpu_budget, timeout_s=wall)
+
+
+def _stage_a_cpu(assignment: Assignment, settings: Settings) -> float:
+    return settings.stage_a_cpu_s or assignment.notebook_cpu_s
+
+
+def _over_time(outcome: sandbox.Outcome, cpu_budget: float, wall: float) -> str:
+    if outcome.returncode == sandbox.CPU_CODE:
+        return f"it used more than {cpu_budget:.0f} CPU seconds"
+    return f"it did not finish within {wall:.0f} s of wall-clock time"
 
 
 def _hide(assignment: Assignment, extra: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -153,17 +174,15 @@ def _hide(assignment: Assignment, extra: tuple[Path, ...]) -> tuple[Path, ...]:
 
 
 def run_stage_a(assignment, nb, settings, slot, hide) -> tuple[str, str]:
-    params = {
-        "parameters": _parameters(nb, assignment.seed), "kernel": "python3",
-        "cell_timeout_s": settings.cell_timeout_s or assignment.cell_timeout_s,
-    }
+    cpu_budget, wall = _stage_a_cpu(assignment, settings), settings.stage_a_wall_s
+    params = {"parameters": _parameters(nb, assignment.seed), "kernel": "python3", "wall_s": wall}
     # the stored parameters cell holds the template's literals; papermill injects ours after it
     inputs = {"submission.ipynb": nbformat.writes(nb).encode(), "params.json": json.dumps(params).encode()}
     outcome = sandbox.run([sys.executable, "-m", "metaedu.grading.stage_a"], inputs,
-                          _limits(settings, settings.stage_a_timeout_s), slot=slot, hide=hide)
+                          _limits(settings, cpu_budget, wall), slot=slot, hide=hide)
     report = _read_json(outcome.out_dir / "stage_a.json")
     if outcome.timed_out:
-        return "timeout", f"the notebook did not finish within {settings.stage_a_timeout_s:.0f} s"
+        return "timeout", f"the notebook did not finish: {_over_time(outcome, cpu_budget, wall)}"
     if report.get("status") in STATUSES:
         status, reason = report["status"], str(report.get("reason", ""))[:2000]
         if status == "kernel_died" and "MemoryError" in outcome.log:
@@ -174,7 +193,7 @@ def run_stage_a(assignment, nb, settings, slot, hide) -> tuple[str, str]:
     return "kernel_died", "the notebook's runner ended without a report"
 
 
-def run_stage_b(assignment, nb, settings, slot, hide) -> tuple[dict[int, list[np.ndarray]], dict[str, str], list[str], bool]:
+def run_stage_b(assignment, nb, settings, slot, hide) -> tuple[dict[int, list[np.ndarray]], dict[str, str], list[str], str]:
     probes, inputs = [], {}
     inputs["cells.json"] = json.dumps({"sources": stage_b_cells(nb)}).encode()
     for i, test in enumerate(assignment.tests):
@@ -193,7 +212,7 @@ def run_stage_b(assignment, nb, settings, slot, hide) -> tuple[dict[int, list[np
         probes.append({"index": i, "function": test.function, "kinds": kinds, "seed": assignment.seed + i})
     inputs["probes.json"] = json.dumps(probes).encode()
     outcome = sandbox.run([sys.executable, "-m", "metaedu.grading.stage_b"], inputs,
-                          _limits(settings, settings.stage_b_timeout_s), slot=slot, hide=hide)
+                          _limits(settings, settings.stage_b_cpu_s, settings.stage_b_wall_s), slot=slot, hide=hide)
     results: dict[int, list[np.ndarray]] = {}
     for i in range(len(assignment.tests)):
         path = outcome.out_dir / f"result_{i}.npz"
@@ -207,7 +226,8 @@ def run_stage_b(assignment, nb, settings, slot, hide) -> tuple[dict[int, list[np
     report = _read_json(outcome.out_dir / "stage_b.json")
     errors = report.get("errors", {}) if isinstance(report.get("errors"), dict) else {}
     cell_errors = report.get("cell_errors", []) if isinstance(report.get("cell_errors"), list) else []
-    return results, {str(k): str(v)[:400] for k, v in errors.items()}, [str(c)[:400] for c in cell_errors][:20], outcome.timed_out
+    over = _over_time(outcome, settings.stage_b_cpu_s, settings.stage_b_wall_s) if outcome.timed_out else ""
+    return results, {str(k): str(v)[:400] for k, v in errors.items()}, [str(c)[:400] for c in cell_errors][:20], over
 
 
 def _read_json(path: Path) -> dict:
@@ -287,12 +307,14 @@ def grade_one(assignment: Assignment, path: Path, settings: Settings, slot: int 
             status, reason = "missing_answer", f"no answer cell for: {', '.join(missing)} (answer cells are found by their cell id)" + (f"; then {reason}" if reason else "")
         rows = []
         if status in ("ok", "cell_error", "missing_answer"):
-            results, errors, cell_errors, timed_out = run_stage_b(assignment, nb, settings, slot, hidden)
-            rows = score(assignment, results, errors)
+            results, errors, cell_errors, over_time = run_stage_b(assignment, nb, settings, slot, hidden)
             result["definition_errors"] = cell_errors
-            if timed_out:
-                reason = (reason + "; " if reason else "") + "scoring stopped: the tests ran out of time"
-        else:
+            if over_time:  # all or nothing: how far a stopped run got would depend on the machine's load
+                status = "timeout"
+                reason = (reason + "; " if reason else "") + f"the tests did not finish: {over_time}"
+            else:
+                rows = score(assignment, results, errors)
+        if not rows:
             rows = [{"test": t.name, "exercise": t.exercise, "visible": t.visible, "points": float(t.points),
                      "score": 0.0, "reason": f"not run ({status})"} for t in assignment.tests]
         result.update(status=status, reason=reason, tests=rows, score=float(sum(r["score"] for r in rows)))
@@ -335,8 +357,6 @@ def grade_folder(submissions: str | Path, assignment_name: str, out: str | Path,
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
         raise FileNotFoundError(f"no folder of submissions at {submissions}")
-    if settings.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {settings.jobs}")
     assignment = load(assignment_name)
     paths = sorted(p for p in submissions.iterdir() if p.name.endswith(".ipynb"))
     out.mkdir(parents=True, exist_ok=True)

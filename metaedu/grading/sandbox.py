@@ -18,8 +18,15 @@ metaedu.grading.sandbox CONFIG`` (jail side, :func:`_jail`). Standard library on
    processes, file size, open files), a new session, no supplementary groups and an
    unprivileged uid of its own (``61000 + slot``), so it cannot write the grader's files or
    undo the mounts, and ``RLIMIT_NPROC`` counts only its processes;
-4. the supervisor enforces the stage's time limit, then kills everything in the namespace,
-   copies regular files from ``/tmp/work/out`` back (size-capped) and exits.
+4. the supervisor enforces the stage's limits -- a budget of CPU seconds used by all the
+   sandbox's processes together, and a wall-clock backstop for code that sleeps or waits --
+   then kills everything in the namespace, copies regular files from ``/tmp/work/out`` back
+   (size-capped) and exits.
+
+Time limits are counted in CPU seconds so that a verdict does not depend on how loaded the
+machine is: a notebook that needs 5 CPU seconds uses 5 whether it gets a whole core or a
+tenth of one. The wall-clock bound only catches code that does not use the CPU (sleeping,
+waiting on a lock) and is set well above the CPU budget.
 
 The parent adds a wall-clock bound that kills the jail's process group, and afterwards kills
 any process still running under the sandbox uid (there should be none).
@@ -49,7 +56,9 @@ MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MS_MOVE = 8192
 PR_SET_PDEATHSIG = 1
 UID_BASE = 61000
-TIMEOUT_CODE = 124  # the supervisor's exit code when the stage ran out of time
+TIMEOUT_CODE = 124  # the supervisor's exit code when the stage ran past its wall-clock backstop
+CPU_CODE = 125  # the supervisor's exit code when the stage used up its CPU budget
+PR_SET_CHILD_SUBREAPER = 36
 MAX_OUTPUT_BYTES = 32 * 2**20  # what is copied back from a sandbox, in all
 
 
@@ -57,19 +66,20 @@ MAX_OUTPUT_BYTES = 32 * 2**20  # what is copied back from a sandbox, in all
 class Limits:
     """Resource limits of one sandboxed command (each applies to every process it starts)."""
 
-    cpu_s: int = 120  # RLIMIT_CPU per process
+    cpu_s: int = 120  # RLIMIT_CPU per process (a backstop: the stage's budget below decides)
     memory_mb: int = 3072  # RLIMIT_AS per process (torch maps ~1 GB of address space)
-    nproc: int = 256  # RLIMIT_NPROC: processes and threads of the sandbox uid
+    nproc: int = 64  # RLIMIT_NPROC: processes and threads of the sandbox uid (a kernel has about 10 threads)
     fsize_mb: int = 64  # RLIMIT_FSIZE: largest file written
     nofile: int = 512  # RLIMIT_NOFILE
-    timeout_s: float = 60.0  # the stage's wall-clock limit, enforced inside by the supervisor
+    cpu_budget_s: float = 60.0  # CPU seconds of all the sandbox's processes together, enforced by the supervisor
+    timeout_s: float = 300.0  # wall-clock backstop for code that does not use the CPU, enforced by the supervisor
     tmp_mb: int = 256  # size of the private /tmp
 
 
 @dataclass
 class Outcome:
-    returncode: int  # the command's exit code, 128 + signal when killed, TIMEOUT_CODE on timeout
-    timed_out: bool
+    returncode: int  # the command's exit code, 128 + signal when killed, TIMEOUT_CODE / CPU_CODE past a limit
+    timed_out: bool  # the stage used up its CPU budget or ran past its wall-clock backstop
     seconds: float
     out_dir: Path  # files the command left in ./out
     log: str  # the tail of the command's stdout and stderr
@@ -131,7 +141,7 @@ def run(command: list[str], inputs: dict[str, bytes], limits: Limits, slot: int 
     kill_strays(uid if how == "namespaces" else None, token)
     seconds = time.monotonic() - start
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    timed_out = timed_out or code == TIMEOUT_CODE
+    timed_out = timed_out or code in (TIMEOUT_CODE, CPU_CODE)
     with open(log_path, "rb") as fh:
         fh.seek(max(0, log_path.stat().st_size - 4000))
         tail = fh.read().decode("utf-8", "replace")
@@ -379,19 +389,26 @@ def _supervise(cfg: dict, namespaced: bool) -> int:
         finally:
             os._exit(127)
     deadline = time.monotonic() + cfg["limits"]["timeout_s"]
+    budget, next_count = cfg["limits"]["cpu_budget_s"], 0.0
     code = None
     while code is None:
         try:
-            done, status = os.waitpid(-1 if namespaced else pid, os.WNOHANG)
+            done, status = os.waitpid(-1, os.WNOHANG)  # orphans come to this process too: reap them all
         except ChildProcessError:
             break
         if done == pid:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
         elif done == 0:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 code = TIMEOUT_CODE
                 break
+            if now >= next_count:  # counting reads /proc: a few times a second is enough
+                next_count = now + 0.2
+                if cpu_seconds(uid if namespaced else None, None if namespaced else cfg["token"]) > budget:
+                    code = CPU_CODE
+                    break
             time.sleep(0.05)
     if namespaced:
         try:
@@ -425,10 +442,33 @@ def _write_socket_guard(folder: str) -> None:
     )
 
 
+def cpu_seconds(uid: int | None, token: str | None) -> float:
+    """CPU seconds used so far by this supervisor's sandbox: its reaped descendants and the live ones.
+
+    Every process the command starts ends up reaped by the supervisor (pid 1 of the namespace, or
+    a child subreaper), so its own children's usage holds every finished process; live processes
+    are added from /proc (``utime + stime`` and what they reaped themselves, ``cutime + cstime``).
+    """
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in processes(uid, token):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+    return total
+
+
 def _jail(config_path: str) -> int:
     cfg = json.loads(Path(config_path).read_text())
     libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the grader dies, so does the sandbox
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of the command are reaped here (and counted)
     if cfg["mode"] != "namespaces":
         return _supervise(cfg, namespaced=False)
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID), "unshare")

@@ -45,7 +45,7 @@ class Assignment:
     folder: Path
     tests: tuple[Test, ...]
     seed: int  # the grader's seed: the notebook's SEED and every test's inputs derive from it
-    cell_timeout_s: int  # per-cell limit in stage A
+    notebook_cpu_s: float  # CPU seconds the whole notebook may use in stage A
 
     @property
     def solution(self) -> Path:
@@ -75,7 +75,7 @@ def load(name: str) -> Assignment:
     names = [t.name for t in tests]
     if len(set(names)) != len(names):
         raise ValueError(f"assignment {name!r} has two tests with the same name")
-    return Assignment(name, ASSIGNMENTS_DIR / name, tests, int(module.SEED), int(getattr(module, "CELL_TIMEOUT_S", 60)))
+    return Assignment(name, ASSIGNMENTS_DIR / name, tests, int(module.SEED), float(getattr(module, "NOTEBOOK_CPU_S", 120)))
 
 
 def draw_args(assignment: Assignment, index: int) -> list:

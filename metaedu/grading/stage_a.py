@@ -2,6 +2,13 @@
 
 Writes ``out/stage_a.json`` ({"status", "reason"}). That file comes from the student's
 sandbox, so the grader uses it only to explain what happened, never to score.
+
+The kernel starts with :data:`KERNEL_GUARD` as an IPython startup file: when the student's code
+forks the kernel (``os.fork()``), a copy that finishes or fails its cell stops itself there
+(SIGSTOP; it is killed with the sandbox), before it formats a traceback or answers on the
+kernel's channels. Copies that went on would all format tracebacks and answer the frontend at
+once, and copies that exited would free process slots for the others to refill: either way the
+notebook's outcome would depend on how the machine scheduled them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,41 @@ import sys
 
 REPORT, REPORT_BYTES = "out/stage_a.json", 4096
 
+KERNEL_GUARD = """\
+import os as _os
+import signal as _signal
+
+
+def _metaedu_forked_copies_stop():
+    shell = get_ipython()
+    kernel_pid = _os.getpid()
+
+    def stop_if_copy(*_args, **_kwargs):
+        while _os.getpid() != kernel_pid:
+            _os.kill(_os.getpid(), _signal.SIGSTOP)
+
+    def on_error(self, etype, value, tb, tb_offset=None):
+        stop_if_copy()
+        self.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
+
+    shell.set_custom_exc((Exception,), on_error)
+    shell.events.register("post_execute", stop_if_copy)
+
+
+_metaedu_forked_copies_stop()
+del _metaedu_forked_copies_stop
+"""
+
+
+def _install_kernel_guard() -> None:
+    """A private IPython folder whose startup file is :data:`KERNEL_GUARD` (the kernel inherits it)."""
+    folder = os.path.abspath(".ipython")
+    startup = os.path.join(folder, "profile_default", "startup")
+    os.makedirs(startup, exist_ok=True)
+    with open(os.path.join(startup, "00-metaedu-grading.py"), "w") as fh:
+        fh.write(KERNEL_GUARD)
+    os.environ["IPYTHONDIR"] = folder
+
 
 def main() -> int:
     params = json.load(open("params.json"))
@@ -22,6 +64,7 @@ def main() -> int:
         fh.write(b" " * REPORT_BYTES)
     status, reason = "ok", ""
     try:
+        _install_kernel_guard()
         import papermill
         from nbclient.exceptions import CellTimeoutError, DeadKernelError
         from papermill.exceptions import PapermillExecutionError
@@ -30,14 +73,14 @@ def main() -> int:
             papermill.execute_notebook(
                 "submission.ipynb", os.devnull,  # outputs are not kept: the grader never trusts them
                 parameters=params["parameters"], kernel_name=params["kernel"],
-                execution_timeout=params["cell_timeout_s"], progress_bar=False, request_save_on_cell_execute=False,
+                execution_timeout=int(params["wall_s"]), progress_bar=False, request_save_on_cell_execute=False,
                 start_timeout=120, cwd=".",
             )
         except PapermillExecutionError as err:
             status = "oom" if err.ename == "MemoryError" else "cell_error"
             reason = f"cell {err.cell_index}: {err.ename}: {err.evalue}"
         except CellTimeoutError:
-            status, reason = "timeout", f"a cell ran longer than {params['cell_timeout_s']} s"
+            status, reason = "timeout", f"a cell ran longer than {params['wall_s']:.0f} s (wall clock)"
         except DeadKernelError as err:
             status, reason = "kernel_died", f"the kernel died: {err}"
     except MemoryError:

@@ -5,11 +5,22 @@ Inputs (written by the grader): ``cells.json`` (the setup and answer cells' sour
 ``args_<i>.npz`` (the argument arrays). Outputs: ``out/result_<i>.npz`` (the returned
 values as float64 arrays) and ``out/stage_b.json`` (errors, for feedback). Nothing here
 compares or scores: the grader does that in its own process with what comes back.
+
+Forked copies: the student's code runs in this process, so ``os.fork()`` in a cell or a
+function makes copies of the runner. A copy that comes back into the runner's code (its cell
+or call returned or raised) stops itself there (SIGSTOP) and is killed with the sandbox, so
+only the original process goes on to the next cell and writes results. A stopped copy keeps
+its process slot: a fork bomb fills the sandbox's process limit once, every copy's next fork
+fails and each copy stops, instead of copies exiting and others refilling the freed slots for
+as long as the machine's scheduling lets them. What comes back, and the CPU time it costs,
+therefore do not depend on how the copies were scheduled.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import numpy as np
@@ -32,6 +43,15 @@ def _to_arrays(value) -> list[np.ndarray]:
     return out
 
 
+RUNNER_PID = os.getpid()
+
+
+def _only_the_runner_goes_on() -> None:
+    """Stop a forked copy of this runner (the student forked) for good; the runner itself goes on."""
+    while os.getpid() != RUNNER_PID:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def main() -> int:
     import torch
 
@@ -45,6 +65,7 @@ def main() -> int:
             exec(compile(source, f"<cell {index}>", "exec"), namespace)  # noqa: S102 - the student's code, sandboxed
         except BaseException as err:  # noqa: BLE001
             report["cell_errors"].append(f"cell {index}: {err.__class__.__name__}: {str(err)[:300]}")
+        _only_the_runner_goes_on()
     for probe in probes:
         i = probe["index"]
         try:
@@ -60,7 +81,11 @@ def main() -> int:
             if not callable(function):
                 raise NameError(f"{probe['function']} is not defined")
             torch.manual_seed(probe["seed"])
-            arrays_out = _to_arrays(function(*args))
+            try:
+                value = function(*args)
+            finally:
+                _only_the_runner_goes_on()
+            arrays_out = _to_arrays(value)
             np.savez(f"out/result_{i}.npz", **{f"r{k}": a for k, a in enumerate(arrays_out)})
         except BaseException as err:  # noqa: BLE001
             text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""

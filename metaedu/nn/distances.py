@@ -1,4 +1,4 @@
-"""What the metric-learning methods share: distances between embeddings and embedded image sets.
+"""What the metric-learning methods share: distances between embeddings.
 
 Siamese networks (Koch et al. 2015), Matching Networks (Vinyals et al. 2016) and
 Prototypical Networks (Snell et al. 2017) all embed images with a network and
@@ -8,19 +8,18 @@ over a leading task dimension:
 * ``squared_euclidean(a, b)[t, i, j] = ||a[t, i] - b[t, j]||^2``
 * ``cosine_similarity(a, b)[t, i, j] = a[t, i] . b[t, j] / (||a[t, i]|| ||b[t, j]||)``
 
-Because the embedding of one image does not depend on the episode it appears
-in (batch norm in evaluation mode), a whole test split can be embedded once
-(:func:`embed_set`) and test episodes drawn from the embeddings with the usual
-:class:`~metaedu.tasks.episodes.EpisodeSampler`: hundreds of test episodes
-then cost only the cheap comparison, not the CNN.
+and :func:`nearest_neighbour`, the one 1-NN rule of the package (on pixels, on features,
+over the earlier steps of a MANN sequence).
+
+Embedding a whole image set once is :func:`metaedu.data.embedded.embed_set`;
+scoring a metric model over many episodes is
+:func:`metaedu.evaluation.evaluate_metric_model`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from metaedu.data.base import ClassImageSet, to_float
 
 #: Added under square roots and divisions so that zero vectors give finite values.
 EPS = 1e-8
@@ -66,99 +65,25 @@ def encode(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return z.reshape(tasks, n, -1)
 
 
-class EmbeddedSet(ClassImageSet):
-    """A class-indexed set whose "images" are embeddings ``[N, D, 1, 1]`` made by one encoder.
+def nearest_neighbour(z_support: torch.Tensor, y_support: torch.Tensor, z_query: torch.Tensor,
+                      metric: str = "euclidean", allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """1-nearest neighbour: each query takes the label of its closest support item.
 
-    An :class:`~metaedu.tasks.episodes.EpisodeSampler` draws episodes from it as
-    from images; ``encoder`` remembers which network made the embeddings, so
-    that a model never scores another model's features by mistake.
+    Shapes: ``z_support [tasks, S, D]``, ``z_query [tasks, Q, D]``, ``y_support [tasks, S]`` (or
+    ``[tasks, S, L]`` for labels of L characters) -> ``[tasks, Q]`` (or ``[tasks, Q, L]``).
+    ``metric``: ``"euclidean"`` or ``"cosine"``. ``allowed`` (bool, ``[Q, S]`` or ``[tasks, Q, S]``):
+    the support items each query may take (e.g. only earlier steps of a sequence). Ties go to the
+    lowest support index.
     """
-
-    encoder: nn.Module | None = None
-
-
-@torch.no_grad()
-def embed_set(encoder, data: ClassImageSet, device: str | torch.device = "cpu", batch: int = 1000) -> EmbeddedSet:
-    """Embed every image of ``data`` once with ``encoder`` (a module, run in evaluation mode, or any
-    function ``[n, C, H, W] -> [n, D]``); keep labels and groups."""
-    if isinstance(data, EmbeddedSet):
-        raise ValueError(f"{data.name} is already embedded; pass the image set")
-    module = isinstance(encoder, nn.Module)
-    was_training = encoder.training if module else False
-    if module:
-        encoder.eval()
-    chunks = []
-    for start in range(0, len(data.targets), batch):
-        x = to_float(data.images[start : start + batch]).to(device)
-        chunks.append(encoder(x))  # [batch, D]
-    if module:
-        encoder.train(was_training)
-    z = torch.cat(chunks)  # [N, D]
-    out = EmbeddedSet(
-        images=z[:, :, None, None],
-        targets=data.targets,
-        class_names=list(data.class_names),
-        groups=list(data.groups),
-        name=f"{data.name} (embedded)",
-    )
-    out.encoder = encoder
-    return out
-
-
-def features_of(encoder: nn.Module, x: torch.Tensor, source: ClassImageSet | None = None) -> torch.Tensor:
-    """Embeddings ``[tasks, n, D]`` of an episode's images, or of episodes drawn from an :class:`EmbeddedSet`.
-
-    ``source`` is the set the episodes came from; when it is an :class:`EmbeddedSet`
-    the "images" ``[tasks, n, D, 1, 1]`` already are the embeddings.
-    """
-    if isinstance(source, EmbeddedSet):
-        if source.encoder is not encoder:
-            raise ValueError(f"{source.name} was embedded by a different encoder than this model's")
-        return x.flatten(2)
-    return encode(encoder, x)
-
-
-def evaluate_metric_model(
-    model: nn.Module,
-    data: ClassImageSet,
-    n_way: int,
-    k_shot: int,
-    n_query: int = 5,
-    n_episodes: int = 600,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    batch: int = 50,
-):
-    """Accuracy (%) with its 95% interval of a metric model over fresh test episodes of ``data``.
-
-    ``model`` has an ``encoder`` and ``logits(z_support, y_support, z_query, n_way)``
-    (every model of the metric-learning lecture does). ``data`` is an image set or,
-    much faster for many episodes, the :class:`EmbeddedSet` that :func:`embed_set`
-    made from it with ``model.encoder``. The model is scored in evaluation mode.
-    """
-    from metaedu.evaluation import episode_accuracy
-    from metaedu.tasks.episodes import EpisodeSampler
-
-    sampler = EpisodeSampler(data, n_way, k_shot, n_query, device=device, seed=seed)
-    was_training = model.training
-    model.eval()
-
-    def predict(eps):
-        z_support = features_of(model.encoder, eps.x_support, data)  # [tasks, n_way * k_shot, D]
-        z_query = features_of(model.encoder, eps.x_query, data)  # [tasks, n_way * n_query, D]
-        return model.logits(z_support, eps.y_support, z_query, n_way)  # [tasks, n_way * n_query, n_way]
-
-    try:
-        return episode_accuracy(predict, sampler, n_episodes=n_episodes, batch=batch)
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def predict_eval_mode(model: nn.Module, episodes) -> torch.Tensor:
-    """``model(episodes)`` in evaluation mode (batch norm on running statistics), the mode restored after."""
-    was = model.training
-    model.eval()
-    out = model(episodes)
-    model.train(was)
-    return out
+    if metric == "euclidean":
+        dist = torch.cdist(z_query, z_support)  # [tasks, Q, S]
+    elif metric == "cosine":
+        dist = -nn.functional.normalize(z_query, dim=-1) @ nn.functional.normalize(z_support, dim=-1).transpose(1, 2)
+    else:
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    if allowed is not None:
+        dist = dist.masked_fill(~allowed, float("inf"))
+    nearest = dist.argmin(-1)  # [tasks, Q]
+    if y_support.dim() == 3:
+        nearest = nearest.unsqueeze(-1).expand(-1, -1, y_support.shape[-1])
+    return torch.gather(y_support, 1, nearest)

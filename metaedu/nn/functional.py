@@ -12,7 +12,9 @@ parameters are never rewritten; it only supplies the architecture.
 * :class:`~metaedu.nn.backbones.MLP`: batched matrix products (``baddbmm``).
 * :class:`~metaedu.nn.backbones.Conv4`: the tasks are stacked along the channel
   axis and each convolution runs once as a *grouped* convolution with one group
-  per task; batch norm over that stacked axis gives each task its own statistics.
+  per task; batch norm over that stacked axis gives each task its own statistics
+  (:func:`grouped_conv_blocks`, which the meta-learner LSTM's flat-parameter
+  learner runs too).
 * any other module: ``torch.func.vmap`` over ``torch.func.functional_call``.
 
 **Batch-norm policy.** Batch norm always normalises with the statistics of the
@@ -90,29 +92,57 @@ def mlp_forward(model: MLP, params: Params, x: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def conv4_forward(model: Conv4, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """Conv4 with per-task weights as grouped convolutions: ``[tasks, n, C, H, W]`` -> ``[tasks, n, out]``."""
+#: Batch norm's epsilon (PyTorch's default, as in Conv4's BatchNorm2d layers).
+BN_EPS = 1e-5
+
+#: One conv block's per-task weights: conv weight ``[tasks, out, in, 3, 3]``, conv bias, batch-norm
+#: scale and shift (each ``[tasks, out]``).
+Block = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def grouped_conv_blocks(x: torch.Tensor, blocks: list[Block], n_stats: int | None = None,
+                        channels_last: bool | None = None, eps: float = BN_EPS) -> torch.Tensor:
+    """[3x3 conv, batch norm, ReLU, 2x2 max-pool] blocks with each task's own weights, all tasks at once.
+
+    ``x`` ``[tasks, n, C, H, W]`` -> features ``[tasks, n, out * h * w]`` (flattened as ``nn.Flatten``
+    would). The tasks are stacked along the channel axis, so each block is one grouped convolution
+    (one group per task), and batch norm over the stacked channels normalises every task with its own
+    statistics: those of all ``n`` images, or of the first ``n_stats`` (support statistics applied to
+    the queries too). ``channels_last`` (``None``: on the CPU only) picks the faster memory order for
+    these narrow convolutions; the values are the same.
+    """
     tasks, n = x.shape[:2]
     h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])  # [n, tasks * C, H, W]
-    if h.device.type == "cpu":
-        # oneDNN's grouped convolutions (above all the first, one input channel per task) run
-        # faster on channels-last tensors on the CPU; the values are the same
+    if channels_last or (channels_last is None and h.device.type == "cpu"):
         h = h.contiguous(memory_format=torch.channels_last)
-    for i, block in enumerate(model.features):
-        conv, bn, act, pool = block
-        w = params[f"features.{i}.0.weight"]  # [tasks, out, in, 3, 3]
-        h = F.conv2d(
-            h, w.reshape(-1, *w.shape[2:]), params[f"features.{i}.0.bias"].reshape(-1),
-            stride=conv.stride, padding=conv.padding, groups=tasks,
-        )  # [n, tasks * out, H, W]
+    for conv_w, conv_b, bn_w, bn_b in blocks:
+        h = F.conv2d(h, conv_w.reshape(-1, *conv_w.shape[2:]), conv_b.reshape(-1), padding=1,
+                     groups=tasks)  # [n, tasks * out, H, W]
         # one channel of the stacked axis = one (task, channel) pair: per-task statistics
-        h = F.batch_norm(
-            h, None, None, params[f"features.{i}.1.weight"].reshape(-1), params[f"features.{i}.1.bias"].reshape(-1),
-            training=True, eps=bn.eps,
-        )
+        h = task_batch_norm(h, bn_w.reshape(-1), bn_b.reshape(-1), n_stats, eps)
         # max-pooling first is exact for a ReLU (both are monotone) and leaves the ReLU a quarter of the work
-        h = act(pool(h)) if isinstance(act, nn.ReLU) else pool(act(h))
-    z = h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, hidden * h * w], the order of Conv4's flatten
+        h = F.relu(F.max_pool2d(h, 2))  # [n, tasks * out, H / 2, W / 2]
+    return h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, out * h * w]
+
+
+def task_batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_stats: int | None = None,
+                    eps: float = BN_EPS) -> torch.Tensor:
+    """Batch norm of ``h [n, channels, H, W]`` with the mean and (biased) variance of its first ``n_stats``
+    rows (``None``: all of them), no running statistics."""
+    if n_stats is None or n_stats == h.shape[0]:
+        return F.batch_norm(h, None, None, weight, bias, training=True, eps=eps)
+    ref = h[:n_stats].transpose(0, 1).reshape(h.shape[1], -1)  # [channels, n_stats * H * W]
+    var, mean = torch.var_mean(ref, dim=1, unbiased=False)
+    scale = weight * torch.rsqrt(var + eps)  # [channels]
+    return h * scale[None, :, None, None] + (bias - mean * scale)[None, :, None, None]
+
+
+def conv4_forward(model: Conv4, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Conv4 with per-task weights as grouped convolutions: ``[tasks, n, C, H, W]`` -> ``[tasks, n, out]``."""
+    blocks = [tuple(params[f"features.{i}.{j}.{kind}"] for j, kind in ((0, "weight"), (0, "bias"), (1, "weight"),
+                                                                       (1, "bias")))
+              for i in range(len(model.features))]
+    z = grouped_conv_blocks(x, blocks, eps=model.features[0][1].eps)  # [tasks, n, hidden * h * w]
     if model.head is None:
         return z
     return torch.baddbmm(params["head.bias"].unsqueeze(1), z, params["head.weight"].transpose(1, 2))

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from metaedu.data.base import ClassImageSet, to_float
+from metaedu.runtime import get_device
 
 
 @dataclass
@@ -98,8 +99,7 @@ class EpisodeSampler:
         for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1), ("n_query", n_query, 0)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not rotations or any(r % 90 for r in rotations) or len(set(r % 360 for r in rotations)) != len(rotations):
-            raise ValueError(f"rotations must be distinct multiples of 90 degrees, got {rotations!r}")
+        check_rotations(rotations)
         if within_group and not shuffle_labels:
             raise ValueError("within_group=True needs shuffle_labels=True (fixed labels draw across all classes)")
         self.data = data
@@ -107,7 +107,7 @@ class EpisodeSampler:
         self.rotations = tuple(int(r) % 360 for r in rotations)
         self.shuffle_labels = shuffle_labels
         self.within_group = within_group
-        self.device = torch.device(device)
+        self.device = get_device(device)  # a device this machine lacks is a clear error
         self.generator = torch.Generator().manual_seed(seed)
 
         counts = data.counts()
@@ -210,6 +210,13 @@ class EpisodeSampler:
     def __iter__(self):
         while True:
             yield self.sample()
+
+
+def check_rotations(rotations) -> None:
+    """Rotations that make new classes must be distinct multiples of 90 degrees (at least one, e.g. ``(0,)``)."""
+    if (not isinstance(rotations, (tuple, list)) or not rotations or any(int(r) != r or r % 90 for r in rotations)
+            or len(set(r % 360 for r in rotations)) != len(rotations)):
+        raise ValueError(f"rotations must be distinct multiples of 90 degrees, got {rotations!r}")
 
 
 def _rotate(x: torch.Tensor, quarter: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from metaedu.runtime import get_device
+
 #: Finn et al.'s sinusoid family.
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
@@ -65,7 +67,7 @@ class SinusoidTasks:
     def __init__(self, k_shot: int = 10, n_query: int = 10, device="cpu", seed: int = 0) -> None:
         _check(1, k_shot, n_query)
         self.k_shot, self.n_query = k_shot, n_query
-        self.device = torch.device(device)
+        self.device = get_device(device)  # a device this machine lacks is a clear error
         self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod
@@ -90,7 +92,7 @@ class LinesOrSinesTasks:
     def __init__(self, k_shot: int = 5, n_query: int = 10, noise_std: float = 0.0, device="cpu", seed: int = 0) -> None:
         _check(1, k_shot, n_query)
         self.k_shot, self.n_query, self.noise_std = k_shot, n_query, noise_std
-        self.device = torch.device(device)
+        self.device = get_device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod
@@ -140,7 +142,7 @@ class QuadraticTasks:
         if dim < 1:
             raise ValueError(f"dim must be at least 1, got {dim}")
         self.dim = dim
-        self.device = torch.device(device)
+        self.device = get_device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, tasks: int = 1) -> Quadratics:

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from metaedu.data.base import ClassImageSet, to_float
-from metaedu.nn.distances import embed_set
+from metaedu.data.embedded import embed_set
+from metaedu.runtime import get_device
 from metaedu.tasks.episodes import EpisodeSampler
 
 
@@ -150,7 +151,7 @@ class SequenceSampler:
         self.image_size = int(image_size)
         self.label_length = int(label_length)
         self.label_size = self.n_classes if label_length == 1 else 5
-        self.device = torch.device(device)
+        self.device = get_device(device)  # a device this machine lacks is a clear error
         self.generator = torch.Generator().manual_seed(seed + 104729)
         # optional fixed image encoder (quick-mode simplification): the full-size images go through it
         # instead of being resized and flattened; its output length replaces image_size ** 2

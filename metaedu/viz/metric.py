@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from metaedu.evaluation import roc_curve
 from metaedu.viz.images import _as_numpy
 from metaedu.viz.style import COLORS, CYCLE
 
@@ -87,9 +88,13 @@ def plot_attention(attn, y_support, x_support=None, x_query=None, truth=None, ax
             for i in range(n):
                 a = fig.add_subplot(grid[0, i + 1])
                 a.imshow(_as_numpy(x_support[i]), cmap="gray_r", vmin=0, vmax=1)
-                a.set_xticks([]); a.set_yticks([]); a.grid(False)
-                for spine in a.spines.values():
-                    spine.set_visible(True); spine.set_edgecolor(_colour(int(y[i]))); spine.set_linewidth(2)
+                a.set_xticks([])
+                a.set_yticks([])
+                a.grid(False)
+                for spine in a.spines.values():  # a frame in the class's colour
+                    spine.set_visible(True)
+                    spine.set_edgecolor(_colour(int(y[i])))
+                    spine.set_linewidth(2)
             if x_query is not None:
                 a = fig.add_subplot(grid[0, 0])
                 a.imshow(_as_numpy(x_query), cmap="gray_r", vmin=0, vmax=1)
@@ -109,20 +114,6 @@ def plot_attention(attn, y_support, x_support=None, x_query=None, truth=None, ax
     ax.set_ylim(0, max(1e-3, attn.max()) * 1.15)
     ax.set_title(title or "where one query looks in the support set (black: its true class)", fontsize=12)
     return fig
-
-
-def roc_curve(p, y) -> tuple[np.ndarray, np.ndarray, float]:
-    """False and true positive rates over all thresholds of scores ``p`` for labels ``y`` (1 = positive), and the AUC."""
-    p = torch.as_tensor(p).float().cpu()
-    y = torch.as_tensor(y).float().cpu()
-    order = torch.argsort(p, descending=True)
-    y = y[order]
-    tp = torch.cat([torch.zeros(1), torch.cumsum(y, 0)])
-    fp = torch.cat([torch.zeros(1), torch.cumsum(1 - y, 0)])
-    tpr = (tp / max(float(y.sum()), 1.0)).numpy()
-    fpr = (fp / max(float((1 - y).sum()), 1.0)).numpy()
-    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    return fpr, tpr, auc
 
 
 def plot_roc(p, y, ax=None, label="Siamese", title=None):
