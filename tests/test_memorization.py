@@ -18,7 +18,7 @@ TINY = -60.0  # log sigma^2 of a Gaussian that is a point mass for every practic
 
 
 def _settings(**changes):
-    return mx.SinusoidSettings(encoder_hidden=(16,), z_dim=8, head_hidden=(16,), r_dim=8, cnp_hidden=(16,),
+    return mx.MemorizationSinusoidSettings(encoder_hidden=(16,), z_dim=8, head_hidden=(16,), r_dim=8, cnp_hidden=(16,),
                                meta_batch=4, **changes)
 
 
@@ -181,9 +181,11 @@ def test_settings_and_models_reject_impossible_values():
     with pytest.raises(ValueError, match="method"):
         _settings(method="protonet")
     with pytest.raises(ValueError, match="MAML variants"):
-        mx.ClassificationSettings(method="cnp")
-    with pytest.raises(ValueError, match="learning rates"):
+        mx.MemorizationClassificationSettings(method="cnp")
+    with pytest.raises(ValueError, match="inner_lr must be positive"):
         _settings(inner_lr=0.0)
+    with pytest.raises(ValueError, match="test_inner_steps must be zero or positive"):
+        _settings(test_inner_steps=-1)
     with pytest.raises(ValueError, match="regularizer"):
         mr.Encoder(MLP((2, 3)), 3, regularizer="bottleneck")
     with pytest.raises(ValueError, match="support"):

@@ -45,6 +45,9 @@ BAD = {
     "SinusoidSettings": {"inner_lr": -0.01},
     "GlyphSettings": {"n_way": 0},
     "TwentyWayGlyphSettings": {"meta_batch": 0},
+    "MemorizationPoseSettings": {"beta": -1.0},
+    "MemorizationClassificationSettings": {"regularizer": "dropout"},
+    "MemorizationSinusoidSettings": {"inner_lr": -0.01},
 }
 
 

@@ -1,10 +1,10 @@
 """The three experiments of Yin et al. (2020) on our data: settings, models, training and scores.
 
-* **Pose** (:class:`PoseSettings`): glyph pose regression, the paper's table 1 (MSE on new
+* **Pose** (:class:`MemorizationPoseSettings`): glyph pose regression, the paper's table 1 (MSE on new
   characters): MAML, MR-MAML (W), CNP, MR-CNP (W), fine-tuning (FT), FT + weight decay.
-* **NME classification** (:class:`ClassificationSettings`): 20-way 1- and 5-shot glyph episodes
+* **NME classification** (:class:`MemorizationClassificationSettings`): 20-way 1- and 5-shot glyph episodes
   with one fixed label per class, the paper's table 2: MAML and MR-MAML (W).
-* **One-hot sinusoids** (:class:`SinusoidSettings`): the paper's table 3, 5- and 10-shot MSE: MAML,
+* **One-hot sinusoids** (:class:`MemorizationSinusoidSettings`): the paper's table 3, 5- and 10-shot MSE: MAML,
   MR-MAML (A), MR-MAML (W), CNP, MR-CNP (A), MR-CNP (W).
 
 Every model is an :class:`~metaedu.algorithms.memorization.Encoder` (an MLP on the input, on
@@ -22,7 +22,7 @@ CNP: an empty context). A model that ignores its support set scores the same in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -30,7 +30,9 @@ from torch import nn
 from metaedu.algorithms.cnp import CNP
 from metaedu.algorithms.maml import MAML
 from metaedu.algorithms.memorization import REGULARIZERS, Encoder, MetaRegularized
+from metaedu.checkpoints import resolve
 from metaedu.nn.backbones import MLP
+from metaedu.runtime import check_settings, seeded
 from metaedu.training import History, train
 
 METHODS = ("maml", "cnp")
@@ -57,25 +59,14 @@ class _Common:
     cnp_steps: int | None = None  # meta-updates of a CNP (None: ``steps``); CNPs learn to read their context slowly
     outer_lr: float = 2e-3  # Adam's step size
     seed: int = 0  # initialisation and task-sampling seed
+    checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
-        if self.beta < 0 or self.weight_decay < 0:
-            raise ValueError(f"beta and weight_decay must be >= 0, got {self.beta!r} and {self.weight_decay!r}")
+        check_settings(self, positive=("z_dim", "r_dim", "meta_batch", "steps", "inner_lr", "outer_lr", "cnp_steps"),
+                       non_negative=("beta", "weight_decay", "inner_steps", "test_inner_steps"),
+                       choices={"method": METHODS, "regularizer": REGULARIZERS})
         if self.beta > 0 and self.regularizer == "none":
-            raise ValueError("beta > 0 needs regularizer='activations' or 'weights'")
-        if self.cnp_steps is not None and self.cnp_steps < 1:
-            raise ValueError(f"cnp_steps must be at least 1 or None, got {self.cnp_steps!r}")
-        for name in ("z_dim", "r_dim", "meta_batch", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.inner_steps < 0 or self.test_inner_steps < 0:
-            raise ValueError(f"inner steps must be >= 0, got {self.inner_steps} and {self.test_inner_steps}")
-        if not (self.inner_lr > 0 and self.outer_lr > 0):
-            raise ValueError(f"learning rates must be positive, got {self.inner_lr!r} and {self.outer_lr!r}")
+            raise ValueError(f"{type(self).__name__}.beta > 0 needs regularizer='activations' or 'weights'")
 
     @property
     def train_steps(self) -> int:
@@ -93,7 +84,7 @@ class _Common:
 
 
 @dataclass
-class PoseSettings(_Common):
+class MemorizationPoseSettings(_Common):
     """Glyph pose regression (:class:`~metaedu.tasks.nonexclusive.GlyphPoseTasks`), the paper's pose table."""
 
     k_shot: int = 15  # support rotations per task (the paper: 15)
@@ -108,17 +99,17 @@ class PoseSettings(_Common):
     eval_tasks: int = 300  # test tasks behind each reported MSE
 
     @classmethod
-    def quick(cls) -> "PoseSettings":
+    def quick(cls) -> "MemorizationPoseSettings":
         return cls(steps=3000)
 
     @classmethod
-    def full(cls) -> "PoseSettings":
+    def full(cls) -> "MemorizationPoseSettings":
         return cls(train_characters=50, steps=30000, cnp_steps=100000, inner_steps=5, test_inner_steps=20,
-                   eval_tasks=600)
+                   eval_tasks=600, checkpoint=True)
 
 
 @dataclass
-class ClassificationSettings(_Common):
+class MemorizationClassificationSettings(_Common):
     """Non-mutually-exclusive glyph classification (one fixed label per class), the paper's NME Omniglot table."""
 
     n_way: int = 20  # classes per episode
@@ -137,19 +128,20 @@ class ClassificationSettings(_Common):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.method != "maml":
-            raise ValueError("the classification experiment compares MAML variants only (method='maml')")
+            raise ValueError("MemorizationClassificationSettings.method: the classification experiment compares MAML variants only (method='maml')")
 
     @classmethod
-    def quick(cls) -> "ClassificationSettings":
+    def quick(cls) -> "MemorizationClassificationSettings":
         return cls(steps=2000)
 
     @classmethod
-    def full(cls) -> "ClassificationSettings":
-        return cls(n_query=15, train_classes=None, inner_steps=5, meta_batch=16, steps=30000, eval_episodes=600)
+    def full(cls) -> "MemorizationClassificationSettings":
+        return cls(n_query=15, train_classes=None, inner_steps=5, meta_batch=16, steps=30000, eval_episodes=600,
+                   checkpoint=True)
 
 
 @dataclass
-class SinusoidSettings(_Common):
+class MemorizationSinusoidSettings(_Common):
     """Sinusoids with a one-hot code of the amplitude in the input, the paper's sinusoid table."""
 
     k_shot: int = 5  # support points per task (the paper: 5 and 10)
@@ -167,12 +159,12 @@ class SinusoidSettings(_Common):
     eval_tasks: int = 500
 
     @classmethod
-    def quick(cls) -> "SinusoidSettings":
+    def quick(cls) -> "MemorizationSinusoidSettings":
         return cls()
 
     @classmethod
-    def full(cls) -> "SinusoidSettings":
-        return cls(steps=50000, outer_lr=1e-3, eval_tasks=1000)
+    def full(cls) -> "MemorizationSinusoidSettings":
+        return cls(steps=50000, outer_lr=1e-3, eval_tasks=1000, checkpoint=True)
 
 
 def variant(settings, **changes):
@@ -195,25 +187,30 @@ def build(settings, in_dim: int, y_dim: int = 1, n_classes: int | None = None, d
     ``in_dim`` is the size of the flattened (pooled) input; ``n_classes`` makes MAML's head a
     classifier (cross-entropy) instead of a regressor.
     """
-    torch.manual_seed(settings.seed)  # the initialisation; sampling has its own generators
-    pool = getattr(settings, "pool", 1)
-    z = settings.z_dim
-    encoder = Encoder(_encoder_net(in_dim, settings, pool), z, settings.regularizer, z_dim=z,
-                      init_log_var=settings.init_log_var)
-    if settings.method == "maml":
-        out = n_classes or y_dim
-        head = MLP((encoder.z_dim, *settings.head_hidden, out))
-        learner = MAML(head, "cross_entropy" if n_classes else "mse", settings.inner_lr)
-    else:
-        learner = CNP(encoder.z_dim, y_dim, settings.r_dim, settings.cnp_hidden, learn_std=settings.cnp_learn_std)
-    model = MetaRegularized(encoder, learner, settings.beta, settings.inner_steps, settings.test_inner_steps,
-                            settings.weight_decay)
+    with seeded(settings.seed):  # the initialisation; sampling has its own generators
+        pool = getattr(settings, "pool", 1)
+        z = settings.z_dim
+        encoder = Encoder(_encoder_net(in_dim, settings, pool), z, settings.regularizer, z_dim=z,
+                          init_log_var=settings.init_log_var)
+        if settings.method == "maml":
+            out = n_classes or y_dim
+            head = MLP((encoder.z_dim, *settings.head_hidden, out))
+            learner = MAML(head, "cross_entropy" if n_classes else "mse", settings.inner_lr)
+        else:
+            learner = CNP(encoder.z_dim, y_dim, settings.r_dim, settings.cnp_hidden, learn_std=settings.cnp_learn_std)
+        model = MetaRegularized(encoder, learner, settings.beta, settings.inner_steps, settings.test_inner_steps,
+                                settings.weight_decay)
     return model.to(device)
 
 
 def meta_train(model: MetaRegularized, sampler, settings, checkpoint=None, progress: bool = True,
                desc: str | None = None, device="cpu") -> History:
-    """Meta-train with Adam on meta-batches from ``sampler``; logs the data loss and the KL."""
+    """Meta-train with Adam on meta-batches from ``sampler``; logs the data loss and the KL.
+
+    ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``settings.checkpoint`` says).
+    """
+    checkpoint = resolve(checkpoint, "memorization", settings, model, getattr(sampler, "data", None),
+                         sampler.generator)
     opt = torch.optim.Adam(model.parameters(), lr=settings.outer_lr)
     generator = torch.Generator(device=device).manual_seed(settings.seed + 1)  # the reparameterisation noise
 

@@ -20,7 +20,6 @@ Only the means of Gaussian encoder weights are stored (the prediction uses the m
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 from metaedu.algorithms import memorization_experiments as mx
-from metaedu.runtime import cache_dir, check_mode, preset
+from metaedu.runtime import check_mode, preset
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "memorization_models"
 #: Seed of the fixed tasks behind each recorded score (the lecture's test tasks use the same).
@@ -47,7 +46,7 @@ WEIGHT_DECAYS = (1e-3, 1e-2)
 SINUSOID_BETAS = {("maml", "activations"): (1e-2, 1e-1), ("maml", "weights"): (1e-5, 1e-4),
                   ("cnp", "activations"): (1e-2, 1e-1), ("cnp", "weights"): (1e-4, 1e-3)}
 SINUSOID_SHOTS = (5, 10)
-SETTINGS = {"pose": mx.PoseSettings, "classification": mx.ClassificationSettings, "sinusoid": mx.SinusoidSettings}
+SETTINGS = {"pose": mx.MemorizationPoseSettings, "classification": mx.MemorizationClassificationSettings, "sinusoid": mx.MemorizationSinusoidSettings}
 
 
 def beta_tag(beta: float) -> str:
@@ -82,6 +81,14 @@ def catalogue() -> dict[str, dict]:
                         "experiment": "sinusoid",
                         "changes": {"method": method, "k_shot": k, "regularizer": regularizer, "beta": beta}}
     return out
+
+
+def _recorded(settings) -> dict:
+    """What a record keeps of the settings: every field but the checkpoint switch, and the glyph data's version."""
+    from metaedu.data.glyphs import DATA_VERSION
+
+    fields = {k: v for k, v in asdict(settings).items() if k != "checkpoint"}
+    return {**fields, "glyph_data_version": DATA_VERSION}
 
 
 def settings_of(name: str, mode: str = "quick"):
@@ -142,20 +149,17 @@ def _train(name: str, mode: str, glyphs, device="cpu", checkpoint=None, progress
 def obtain(name: str, mode: str = "quick", device="cpu", glyphs=None, progress: bool = True):
     """Model ``name`` for a lecture: the stored reference in quick mode, otherwise trained here.
 
-    Training (full mode, or quick settings that no longer match the stored file) checkpoints under
-    ``cache_dir()/memorization`` and resumes from there after an interruption.
+    Training in full mode checkpoints under ``cache_dir()`` (:mod:`metaedu.checkpoints`) and resumes
+    from there after an interruption; quick settings that no longer match the stored file train here.
     """
     from metaedu.data.glyphs import load_glyphs
 
     check_mode(mode)
     if mode == "quick" and stored(name) is not None:
         return load(name, device)[0]
-    settings = settings_of(name, mode)
-    digest = hashlib.sha1(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:10]
-    checkpoint = cache_dir() / "memorization" / f"{name}-{mode}-{digest}.pt"
     if glyphs is None and _entry(name)["experiment"] != "sinusoid":
         glyphs = load_glyphs()
-    model, _ = _train(name, mode, glyphs, device, checkpoint, progress)
+    model, _ = _train(name, mode, glyphs, device, None, progress)
     return model.eval()
 
 
@@ -178,7 +182,7 @@ def train_one(name: str, out_dir: Path = REFERENCE_DIR, device="cpu", steps: int
     state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items() if ".log_var." not in k}
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)  # score what is stored
     record = {"name": name, "experiment": entry["experiment"], "exclusive": entry.get("exclusive", False),
-              "settings": asdict(settings), "score": score(name, model.to("cpu"), glyphs),
+              "settings": _recorded(settings), "score": score(name, model.to("cpu"), glyphs),
               "score_tasks": SCORE_TASKS, "score_seed": SCORE_SEED, "cpu_seconds": round(seconds, 1),
               "final_loss": sum(history["loss"][-100:]) / min(100, len(history["loss"])),
               "torch": str(torch.__version__), "machine": platform.machine(),
@@ -189,12 +193,12 @@ def train_one(name: str, out_dir: Path = REFERENCE_DIR, device="cpu", steps: int
 
 
 def stored(name: str, ref_dir: Path = REFERENCE_DIR) -> dict | None:
-    """The manifest record of a stored model, or None when it is missing or its settings changed since."""
+    """The record of a stored model, or None when it is missing or its settings or the glyph data changed since."""
     path = ref_dir / f"{name}.pt"
     if not path.exists():
         return None
     record = torch.load(path, map_location="cpu", weights_only=True)["record"]
-    return record if record["settings"] == asdict(settings_of(name)) else None
+    return record if record["settings"] == _recorded(settings_of(name)) else None
 
 
 def load(name: str, device="cpu", ref_dir: Path = REFERENCE_DIR):
