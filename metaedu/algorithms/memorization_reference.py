@@ -227,14 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="names to train (default: all)")
     parser.add_argument("--out", type=Path, default=REFERENCE_DIR)
     parser.add_argument("--steps", type=int, default=None, help="shorter training, for a smoke test only")
+    parser.add_argument("--missing", action="store_true", help="only models not yet stored with the current settings")
     args = parser.parse_args(argv)
     names = args.only or list(catalogue())
     for n in names:
         _entry(n)
+    if args.missing:
+        names = [n for n in names if stored(n, args.out) is None]
     names.sort(key=lambda n: -settings_of(n).train_steps * (3 if n.startswith("pose") else 1))  # longest first
     jobs = [(n, args.out, args.steps) for n in names]
-    manifest = args.out / "manifest.json"
-    records = json.loads(manifest.read_text()) if manifest.exists() else {}
     failed = []
     if args.jobs > 1:
         from multiprocessing import get_context
@@ -242,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         with get_context("spawn").Pool(args.jobs) as pool:
             results = pool.imap_unordered(_train_safely_star, jobs)
             for r in results:
-                failed += _report(r, records, manifest)
+                failed += _report(r, args.out)
     else:
         for job in jobs:
-            failed += _report(_train_safely(*job), records, manifest)
+            failed += _report(_train_safely(*job), args.out)
     return 1 if failed else 0
 
 
@@ -253,15 +254,25 @@ def _train_safely_star(job):
     return _train_safely(*job)
 
 
-def _report(record: dict, records: dict, manifest: Path) -> list[str]:
+def _report(record: dict, out_dir: Path) -> list[str]:
     if "error" in record:
         print(f"{record['name']:40s} FAILED {record['error']}", flush=True)
         return [record["name"]]
-    records[record["name"]] = record
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(records, indent=1, sort_keys=True))
+    write_manifest(out_dir)
     print(f"{record['name']:40s} score {record['score']:.3f}  ({record['cpu_seconds']} s CPU)", flush=True)
     return []
+
+
+def write_manifest(out_dir: Path = REFERENCE_DIR) -> Path:
+    """``manifest.json``: the records of every model file in ``out_dir``, rebuilt from the files themselves
+    (so that two runs training different models into one folder cannot lose each other's records)."""
+    records = {p.stem: torch.load(p, map_location="cpu", weights_only=True)["record"]
+               for p in sorted(out_dir.glob("*.pt"))}
+    manifest = out_dir / "manifest.json"
+    partial = manifest.with_suffix(".json.partial")
+    partial.write_text(json.dumps(records, indent=1, sort_keys=True))
+    partial.replace(manifest)
+    return manifest
 
 
 if __name__ == "__main__":
