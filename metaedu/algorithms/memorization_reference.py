@@ -214,11 +214,25 @@ def load(name: str, device="cpu", ref_dir: Path = REFERENCE_DIR):
     return model.to(device).eval(), payload["record"]
 
 
-def _train_safely(name: str, out_dir: Path, steps: int | None) -> dict:
+def _train_safely(name: str, out_dir: Path, steps: int | None, missing: bool = False) -> dict:
+    """Train one model, turning an error into a record; with ``missing``, skip a model that is stored
+    by now or that another run is training (it holds ``<name>.lock``)."""
+    lock = out_dir / f"{name}.lock"
+    if missing:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if stored(name, out_dir) is not None:
+            return {"name": name, "skipped": "stored meanwhile"}
+        try:
+            lock.touch(exist_ok=False)
+        except FileExistsError:
+            return {"name": name, "skipped": "trained by another run"}
     try:
         return train_one(name, out_dir, "cpu", steps)
     except Exception as err:  # one failed model must not lose the others
         return {"name": name, "error": f"{err.__class__.__name__}: {err}"}
+    finally:
+        if missing:
+            lock.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.missing:
         names = [n for n in names if stored(n, args.out) is None]
     names.sort(key=lambda n: -settings_of(n).train_steps * (3 if n.startswith("pose") else 1))  # longest first
-    jobs = [(n, args.out, args.steps) for n in names]
+    jobs = [(n, args.out, args.steps, args.missing) for n in names]
     failed = []
     if args.jobs > 1:
         from multiprocessing import get_context
@@ -255,6 +269,9 @@ def _train_safely_star(job):
 
 
 def _report(record: dict, out_dir: Path) -> list[str]:
+    if "skipped" in record:
+        print(f"{record['name']:40s} skipped: {record['skipped']}", flush=True)
+        return []
     if "error" in record:
         print(f"{record['name']:40s} FAILED {record['error']}", flush=True)
         return [record["name"]]
