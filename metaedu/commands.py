@@ -7,7 +7,7 @@ import importlib
 
 #: Modules with an ``add_commands(subparsers)`` function, in help order.
 COMMAND_MODULES = (
-    "metaedu.notebooks", "metaedu.book", "metaedu.train_command", "metaedu.grading.cli", "metaedu.lab", "metaedu.bench",
+    "metaedu.notebooks", "metaedu.book", "metaedu.train_command", "metaedu.reference", "metaedu.grading.cli", "metaedu.lab", "metaedu.bench",
 )
 
 

@@ -3,7 +3,9 @@
 Nothing here knows a method: a method hands over a ``predict(episodes)`` function
 (or, for the metric-learning models, a model with an ``encoder`` and ``logits``), and
 gets back a :class:`Score`, a mean with its 95% interval. Also here: the ROC curve
-of a verification score, and Markdown tables of our scores beside the papers'.
+of a verification score; scores of a predictive distribution for regression tasks, given as
+samples of the prediction plus Gaussian noise (held-out log-likelihood, the probability integral
+transform and the coverage of central bands); and Markdown tables of our scores beside the papers'.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from metaedu.data.base import ClassImageSet
 from metaedu.data.embedded import EmbeddedSet
+from metaedu.nn import gaussian
 from metaedu.nn.distances import encode
 from metaedu.runtime import evaluation_mode
 from metaedu.tasks.episodes import EpisodeSampler, Episodes
@@ -174,6 +177,73 @@ def roc_curve(p, y) -> tuple[np.ndarray, np.ndarray, float]:
     return fpr, tpr, float(auc(fpr, tpr))
 
 
+# ----------------------------------------------------------------------------- predictive distributions (regression)
+
+
+def predictive_log_likelihood(samples: torch.Tensor, y: torch.Tensor, noise_std: float) -> torch.Tensor:
+    """Mean log density per held-out point of the mixture ``1/S sum_s N(y; f_s, sigma^2)``, per task.
+
+    ``samples`` ``[S, tasks, n, 1]`` (S = 1: a point prediction), ``y`` ``[tasks, n, 1]`` -> ``[tasks]``.
+    """
+    if samples.dim() != 4 or samples.shape[1:] != y.shape:
+        raise ValueError(
+            f"samples must be [S, *y.shape] = [S, {', '.join(map(str, y.shape))}], got {tuple(samples.shape)}"
+        )
+    if not noise_std > 0:
+        raise ValueError(f"noise_std must be positive, got {noise_std!r}")
+    log_p = gaussian.log_density(y.unsqueeze(0), samples, 2 * math.log(noise_std), event_dims=1)  # [S, tasks, n]
+    mixture = torch.logsumexp(log_p, dim=0) - math.log(samples.shape[0])  # [tasks, n]
+    return mixture.mean(-1)
+
+
+def pit(samples: torch.Tensor, y: torch.Tensor, noise_std: float) -> torch.Tensor:
+    """Probability integral transform: the predictive CDF at each held-out point, ``[tasks, n]``.
+
+    For the mixture ``1/S sum_s N(f_s, sigma^2)``: ``u = 1/S sum_s Phi((y - f_s) / sigma)``. A point lies
+    in the central band of level ``l`` exactly when ``|u - 1/2| <= l / 2`` (:func:`coverage`).
+    """
+    if samples.dim() != 4 or samples.shape[1:] != y.shape:
+        raise ValueError(f"samples must be [S, *y.shape], got {tuple(samples.shape)} for y {tuple(y.shape)}")
+    z = (y.unsqueeze(0) - samples) / noise_std  # [S, tasks, n, 1]
+    return (0.5 * torch.erfc(-z / math.sqrt(2))).mean(0).squeeze(-1)
+
+
+def coverage(u: torch.Tensor, level: float) -> torch.Tensor:
+    """Share (%) of each task's held-out points inside the central ``level`` band, from :func:`pit`: ``[tasks]``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    return ((u - 0.5).abs() <= level / 2).float().mean(-1) * 100
+
+
+def band(
+    samples: torch.Tensor,
+    noise_std: float,
+    level: float = 0.9,
+    draws: int = 20,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper edges of the central ``level`` predictive band, by sampling (for plots).
+
+    Each of the S function draws gets ``draws`` noise draws; returns two ``samples.shape[1:]`` tensors.
+    """
+    noise = torch.randn(draws, *samples.shape, generator=generator, dtype=samples.dtype).to(samples.device)
+    y = (samples.unsqueeze(0) + noise_std * noise).flatten(0, 1)  # [draws * S, ...]
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=y.dtype, device=y.device)
+    low, high = torch.quantile(y, q, dim=0)
+    return low, high
+
+
+def choose_noise_std(log_likelihood, grid: list[float]) -> tuple[float, list[float]]:
+    """The sigma of ``grid`` with the highest mean held-out log-likelihood ``log_likelihood(sigma)`` ``[tasks]``.
+
+    Meant for meta-validation tasks. Returns the choice and every sigma's mean score.
+    """
+    if not grid:
+        raise ValueError("the grid of noise levels is empty")
+    scores = [float(log_likelihood(s).mean()) for s in grid]
+    return grid[max(range(len(grid)), key=scores.__getitem__)], scores
+
+
 def comparison_table(rows: list[dict], title: str | None = None) -> str:
     """A Markdown table of our scores beside the paper's.
 
@@ -197,5 +267,32 @@ def show_table(rows: list[dict], title: str | None = None):
 
         display(Markdown(text))
     except ImportError:  # pragma: no cover - IPython is a dependency, but scripts may lack a display
+        print(text)
+    return text
+
+
+def pivot_table(cells: dict[tuple[str, str], str], row_label: str = "method", title: str | None = None) -> str:
+    """A Markdown table with one row per method and one column per setting.
+
+    ``cells[(row, column)]`` is the text of a cell (a score with its interval); rows and columns
+    keep the order in which they first appear, a missing cell shows "—".
+    """
+    if not cells:
+        raise ValueError("pivot_table needs at least one cell")
+    rows = list(dict.fromkeys(r for r, _ in cells))
+    columns = list(dict.fromkeys(c for _, c in cells))
+    head = f"| {row_label} | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
+    body = [f"| {r} | " + " | ".join(str(cells.get((r, c), "—")) for c in columns) + " |" for r in rows]
+    return "\n".join(([f"**{title}**", ""] if title else []) + [head] + body)
+
+
+def show_pivot(cells: dict[tuple[str, str], str], row_label: str = "method", title: str | None = None) -> str:
+    """Display :func:`pivot_table` as Markdown in a notebook (plain text elsewhere)."""
+    text = pivot_table(cells, row_label, title)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:  # pragma: no cover
         print(text)
     return text

@@ -170,6 +170,8 @@ def jupyterlab(tmp_path_factory):
     shutil.copytree(FIXTURES, root / "fixtures", ignore=ignore)
     if LECTURES:
         shutil.copytree(REPO / "lectures", root / "lectures", ignore=ignore)
+        # the lectures display the course's diagrams from ../assets (assets/README.md), as in the repository
+        shutil.copytree(REPO / "assets", root / "assets", ignore=ignore)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {"METAEDU_THREADS": os.environ.get("METAEDU_THREADS", "1"), "METAEDU_STRICT_CHECKS": "1"}
     server = LabServer(root, work, env=env)

@@ -211,6 +211,28 @@ def run_memorization(checkpoint):
 
 
 #: (training function, the step before which it is interrupted)
+def run_platipus(checkpoint):
+    from metaedu.algorithms import platipus
+    from metaedu.tasks.regression import LinesOrSinesTasks
+
+    s = replace(preset(platipus.LinesOrSinesSettings, "quick"), hidden=(8,), meta_batch=3, steps=6)
+    learner = platipus.regression_learner(s, seed=0)
+    sampler = LinesOrSinesTasks(s.k_shot, s.n_query, s.noise_std, seed=1, support_range=s.support_range)
+    platipus.meta_train(learner, sampler, s, torch.Generator().manual_seed(2), checkpoint=checkpoint, progress=False)
+    return learner
+
+
+def run_attribute_encoder(checkpoint):
+    from metaedu.algorithms import platipus
+
+    s = replace(preset(platipus.AmbiguousGlyphSettings, "quick"), hidden=4, encoder_epochs=3)
+    data = tiny_images()
+    values = torch.randint(-1, 2, (len(data.targets), 3), generator=torch.Generator().manual_seed(0))
+    net, _ = platipus.attribute_encoder(data.images, values, s, seed=1, checkpoint=checkpoint, progress=False,
+                                         batch_size=16)
+    return net
+
+
 CASES = {
     "protonet": (run_protonet, 3),
     "zero_shot": (run_zero_shot, 3),
@@ -224,6 +246,8 @@ CASES = {
     "baselines_pretrain": (run_baselines_pretrain, 3),
     "learned_optimizer": (run_learned_optimizer, 4),  # mid-run
     "memorization": (run_memorization, 3),
+    "platipus": (run_platipus, 3),
+    "attribute_encoder": (run_attribute_encoder, 4),  # in the middle of an epoch after the first
 }
 
 

@@ -81,3 +81,14 @@ def test_roc_auc_counts_tied_scores_as_half():
     assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
     with pytest.raises(ValueError, match="both positive and negative"):
         roc_curve(p, torch.ones(60))
+
+
+def test_pivot_table_puts_methods_in_rows_and_settings_in_columns():
+    from metaedu.evaluation import pivot_table
+
+    text = pivot_table({("LSTM", "a"): "1", ("Adam", "a"): "2", ("LSTM", "b"): "3"}, row_label="optimizer", title="t")
+    lines = text.splitlines()
+    assert lines[0] == "**t**" and lines[2] == "| optimizer | a | b |"
+    assert lines[4] == "| LSTM | 1 | 3 |" and lines[5] == "| Adam | 2 | — |"
+    with pytest.raises(ValueError, match="at least one cell"):
+        pivot_table({})

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("metaedu.tasks",)),
     ("nn", ("metaedu.nn",)),
     ("training and evaluation", ("metaedu.training", "metaedu.checkpoints", "metaedu.evaluation", "metaedu.verdicts")),
-    ("algorithms", ("metaedu.algorithms",)),
+    ("algorithms", ("metaedu.algorithms", "metaedu.rl")),
     ("viz", ("metaedu.viz",)),
     (
         "grading and commands",
@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "metaedu.bench",
             "metaedu.book",
             "metaedu.train_command",
+            "metaedu.reference",
             "metaedu.__main__",
         ),
     ),

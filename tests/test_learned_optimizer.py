@@ -342,3 +342,27 @@ def test_truncated_bptt_takes_the_gradient_of_a_segment_with_its_start_held_fixe
                       weights=torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64))[0] / 2
     untruncated = _autograd_directional(opt, whole, direction)  # segment 2's losses, through segment 1 too
     assert abs(untruncated - analytic) > 1e-3 * abs(analytic)
+
+
+@pytest.mark.parametrize("name", lo.BASELINES)
+def test_rate_grid_runs_each_rate_as_if_alone(name):
+    # reference: optimize_baseline at one rate at a time; a diverging rate (100) must not disturb the others
+    q = lo.QuadraticProblem(dim=4, init_std=1.0, seed=3).sample(3)
+    rates = (0.01, 0.1, 100.0)
+    grid = lo.optimize_baseline_grid(name, rates, q, 8)
+    assert grid.shape == (9, 3, 3)
+    for r, lr in enumerate(rates):
+        alone = lo.optimize_baseline(name, lr, q, 8)
+        finite = torch.isfinite(alone)
+        assert torch.equal(finite, torch.isfinite(grid[:, r]))
+        torch.testing.assert_close(grid[:, r][finite], alone[finite])
+
+
+def test_rate_grid_on_mini_batched_mlp_runs():
+    x, y = torch.rand(40, 6), torch.arange(40) % 3
+    run = lo.MLPProblem(x, y, hidden=(5,), batch=8, seed=0).sample(2, 5)
+    grid = lo.optimize_baseline_grid("Adam", (0.01, 0.3), run, 5)
+    for r, lr in enumerate((0.01, 0.3)):
+        torch.testing.assert_close(grid[:, r], lo.optimize_baseline("Adam", lr, run, 5))
+    with pytest.raises(ValueError, match="positive learning rate"):
+        lo.optimize_baseline_grid("Adam", (), run, 5)

@@ -406,3 +406,20 @@ def test_the_stored_fine_tune_choice_is_what_the_tuning_script_chooses():
     """scripts/choose_quick_finetune.py reruns the grid (about 50 s of CPU); the stored rows must match."""
     script = load_script("choose_quick_finetune")
     assert script.as_rows(script.choose()) == baselines.QUICK_FINETUNE
+
+
+def test_sgd_with_a_fixed_forget_gate_is_the_cell_update_with_both_gates_fixed():
+    """baselines.sgd(forget=f) = the meta-learner's update with f_t = f and i_t = lr, written out step by step."""
+    torch.manual_seed(1)
+    s = tiny_settings()
+    meta = ml.build(s, image_size=12).double()
+    eps = random_episode(dtype=torch.float64)
+    theta = meta.c0.detach().expand(eps.tasks, -1)
+    for _ in range(3):
+        current = theta.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(meta.learner.task_losses(current, eps.x_support, eps.y_support).sum(), current)
+        theta = ml.cell_update(theta, grad, 0.05, 0.9)  # f * theta - i * grad
+    torch.testing.assert_close(baselines.sgd(meta.learner, meta.c0.detach(), eps.x_support, eps.y_support, 0.05, 3,
+                                             forget=0.9), theta)
+    with pytest.raises(ValueError, match="forget"):
+        baselines.sgd(meta.learner, meta.c0.detach(), eps.x_support, eps.y_support, 0.05, 1, forget=1.5)

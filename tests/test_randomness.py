@@ -120,7 +120,26 @@ def _mann(data, seed):
     return torch.nn.ModuleList([mann.build_model(kind, s, sampler) for kind in mann.MODELS])
 
 
-TRAINERS = [_protonet, _zero_shot, _matching, _siamese, _transfer, _mann]
+def _platipus(data, seed):
+    from metaedu.algorithms import platipus
+    from metaedu.tasks.regression import LinesOrSinesTasks
+
+    s = replace(preset(platipus.LinesOrSinesSettings, "quick"), hidden=(6,), meta_batch=2, steps=2)
+    learner = platipus.regression_learner(s, seed=seed)
+    sampler = LinesOrSinesTasks(s.k_shot, s.n_query, s.noise_std, seed=seed, support_range=s.support_range)
+    platipus.meta_train(learner, sampler, s, torch.Generator().manual_seed(seed), progress=False)
+    return learner
+
+
+def _attribute_encoder(data, seed):
+    from metaedu.algorithms import platipus
+
+    s = replace(preset(platipus.AmbiguousGlyphSettings, "quick"), hidden=4, encoder_epochs=1)
+    values = torch.randint(0, 2, (len(data.targets), 3), generator=torch.Generator().manual_seed(0))
+    return platipus.attribute_encoder(data.images, values, s, seed=seed, progress=False, batch_size=16)[0]
+
+
+TRAINERS = [_protonet, _zero_shot, _matching, _siamese, _transfer, _mann, _platipus, _attribute_encoder]
 
 
 @pytest.mark.parametrize("make", TRAINERS, ids=lambda f: f.__name__.strip("_"))

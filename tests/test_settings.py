@@ -9,13 +9,16 @@ import pkgutil
 import pytest
 
 import metaedu.algorithms
+import metaedu.rl
 from metaedu.runtime import preset
 
 
 def settings_classes() -> list[type]:
-    """Every dataclass with quick() and full() presets in the algorithm modules."""
+    """Every dataclass with quick() and full() presets in the algorithm modules (and meta-RL's)."""
     found = {}
-    for info in pkgutil.walk_packages(metaedu.algorithms.__path__, prefix="metaedu.algorithms."):
+    modules = [*pkgutil.walk_packages(metaedu.algorithms.__path__, prefix="metaedu.algorithms."),
+               *pkgutil.walk_packages(metaedu.rl.__path__, prefix="metaedu.rl.")]
+    for info in modules:
         module = importlib.import_module(info.name)
         for value in vars(module).values():
             if (
@@ -45,6 +48,13 @@ BAD = {
     "SinusoidSettings": {"inner_lr": -0.01},
     "GlyphSettings": {"n_way": 0},
     "TwentyWayGlyphSettings": {"meta_batch": 0},
+    "LLAMASinusoidSettings": {"noise_std": 0.0},
+    "LLAMAGlyphSettings": {"prior_precision": -1.0},
+    "LinesOrSinesSettings": {"kl_weight": -0.1},
+    "AmbiguousGlyphSettings": {"encoder": "pixels"},
+    "GrBALSettings": {"past": 0},
+    "MAMLRLSettings": {"episodes": 1},
+    "CuriositySettings": {"lr": 0.0},
     "MemorizationPoseSettings": {"beta": -1.0},
     "MemorizationClassificationSettings": {"regularizer": "dropout"},
     "MemorizationSinusoidSettings": {"inner_lr": -0.01},
@@ -91,5 +101,8 @@ def test_the_mann_encoder_follows_the_mode():
     from metaedu.algorithms.mann import MANNSettings
     from metaedu.algorithms.transfer import TransferSettings
 
-    assert preset(MANNSettings, "quick").encoder_hidden == TransferSettings.quick().hidden
-    assert preset(MANNSettings, "full").encoder_hidden == TransferSettings.full().hidden
+    # quick mode's encoder is a small, short classifier (lecture 00's quick classifier is chosen separately,
+    # on lecture 00's validation alphabets); full mode's is the full-size one of TransferSettings.full()
+    quick, full = preset(MANNSettings, "quick"), preset(MANNSettings, "full")
+    assert quick.encoder_hidden < full.encoder_hidden == TransferSettings.full().hidden
+    assert quick.encoder_epochs <= full.encoder_epochs

@@ -87,10 +87,6 @@ class BaselineSettings:
                 raise ValueError(f"BaselineSettings.finetune_chosen holds (k_shot, lr, steps) rows, got {row!r}")
 
 
-#: The class's earlier name, still used by lecture 02; drop it once the lecture says BaselineSettings.
-Settings = BaselineSettings
-
-
 def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0) -> tuple[ClassImageSet, ClassImageSet]:
     """Hold out whole groups (alphabets) of ``data`` as a meta-validation set.
 
@@ -156,20 +152,25 @@ def pretrain(
     return torch.cat([body, head]), history
 
 
-def sgd(learner: ConvLearner, theta0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
+def sgd(learner: ConvLearner, theta0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+        forget: float = 1.0) -> torch.Tensor:
     """``steps`` of plain gradient descent on each task's D_train: theta <- theta - lr * grad L.
 
     Args:
         theta0: ``[P]`` (the same start for every task) or ``[tasks, P]``.
         x: ``[tasks, n, C, H, W]``; y: ``[tasks, n]``.
+        forget: keep this share of theta at each step, theta <- forget * theta - lr * grad L: the
+            meta-learner's cell update with both gates held fixed (1.0: plain gradient descent).
     Returns: ``[tasks, P]``.
     """
+    if not 0.0 < forget <= 1.0:
+        raise ValueError(f"forget is a forget-gate value and must lie in (0, 1], got {forget}")
     theta = theta0.expand(x.shape[0], -1) if theta0.dim() == 1 else theta0
     for _ in range(steps):
         current = theta.detach().requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(learner.task_losses(current, x, y).sum(), current)
-        theta = current.detach() - lr * grad
+        theta = current.detach() - lr * grad if forget == 1.0 else forget * current.detach() - lr * grad
     return theta
 
 

@@ -17,6 +17,12 @@ parameters are never rewritten; it only supplies the architecture.
   learner runs too).
 * any other module: ``torch.func.vmap`` over ``torch.func.functional_call``.
 
+**Taps.** The MLP and Conv4 routes can record, for each fully connected layer,
+its input and its pre-activation output (a :class:`Tap`), without a second
+forward pass: pass a list as ``taps``. Curvature estimates that factor a
+layer's Fisher into input and output statistics (K-FAC, lecture 07) read them.
+Convolutions are not tapped.
+
 **Batch-norm policy.** Batch norm always normalises with the statistics of the
 batch being passed through, per task and per channel (``F.batch_norm`` with
 ``training=True`` and no running buffers). Nothing is averaged across tasks,
@@ -29,6 +35,8 @@ learned scale and shift of batch norm are ordinary parameters.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +45,14 @@ from torch.func import functional_call, vmap
 from metaedu.nn.backbones import MLP, Conv4
 
 Params = dict[str, torch.Tensor]
+
+
+class Tap(NamedTuple):
+    """A fully connected layer seen during a batched forward pass."""
+
+    layer: str  # the layer's parameter prefix: its weights are ``layer + ".weight"`` and ``layer + ".bias"``
+    inputs: torch.Tensor  # [tasks, n, in], what the layer received
+    outputs: torch.Tensor  # [tasks, n, out], its pre-activation output
 
 
 def parameter_dict(module: nn.Module) -> Params:
@@ -79,14 +95,17 @@ def _check_inputs(params: Params, x: torch.Tensor) -> int:
     return tasks
 
 
-def mlp_forward(model: MLP, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """MLP with per-task weights: ``x`` ``[tasks, n, in]`` -> ``[tasks, n, out]``."""
+def mlp_forward(model: MLP, params: Params, x: torch.Tensor, taps: list[Tap] | None = None) -> torch.Tensor:
+    """MLP with per-task weights: ``x`` ``[tasks, n, in]`` -> ``[tasks, n, out]`` (``taps``: see the module docstring)."""
     h = x
     for i, layer in enumerate(model.net):
         if isinstance(layer, nn.Linear):
             w = params[f"net.{i}.weight"]  # [tasks, out, in]
             b = params[f"net.{i}.bias"]  # [tasks, out]
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # [tasks, n, out]
+            s = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # [tasks, n, out]
+            if taps is not None:
+                taps.append(Tap(f"net.{i}", h, s))
+            h = s
         else:
             h = layer(h)  # element-wise activation
     return h
@@ -137,15 +156,21 @@ def task_batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n
     return h * scale[None, :, None, None] + (bias - mean * scale)[None, :, None, None]
 
 
-def conv4_forward(model: Conv4, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """Conv4 with per-task weights as grouped convolutions: ``[tasks, n, C, H, W]`` -> ``[tasks, n, out]``."""
+def conv4_forward(model: Conv4, params: Params, x: torch.Tensor, taps: list[Tap] | None = None) -> torch.Tensor:
+    """Conv4 with per-task weights as grouped convolutions: ``[tasks, n, C, H, W]`` -> ``[tasks, n, out]``.
+
+    ``taps`` (see the module docstring) receives the linear head, the only fully connected layer.
+    """
     blocks = [tuple(params[f"features.{i}.{j}.{kind}"] for j, kind in ((0, "weight"), (0, "bias"), (1, "weight"),
                                                                        (1, "bias")))
               for i in range(len(model.features))]
     z = grouped_conv_blocks(x, blocks, eps=model.features[0][1].eps)  # [tasks, n, hidden * h * w]
     if model.head is None:
         return z
-    return torch.baddbmm(params["head.bias"].unsqueeze(1), z, params["head.weight"].transpose(1, 2))
+    out = torch.baddbmm(params["head.bias"].unsqueeze(1), z, params["head.weight"].transpose(1, 2))
+    if taps is not None:
+        taps.append(Tap("head", z, out))
+    return out
 
 
 def vmap_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -153,21 +178,27 @@ def vmap_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Ten
     return vmap(lambda p, xi: functional_call(model, p, (xi,)))(params, x)
 
 
-def batched_forward(model: nn.Module, params: Params, x: torch.Tensor, route: str = "auto") -> torch.Tensor:
+def batched_forward(model: nn.Module, params: Params, x: torch.Tensor, route: str = "auto",
+                    taps: list[Tap] | None = None) -> torch.Tensor:
     """Apply ``model`` with per-task weights ``params`` (``{name: [tasks, ...]}``) to ``x`` ``[tasks, n, ...]``.
 
     ``route`` is ``"auto"`` (the fastest one for the backbone, see the module
-    docstring) or ``"vmap"`` (the generic route, for any module).
+    docstring) or ``"vmap"`` (the generic route, for any module). A list given as
+    ``taps`` receives the fully connected layers' inputs and outputs (MLP and Conv4 only).
     """
     _check_inputs(params, x)
+    if route not in ("auto", "vmap"):
+        raise ValueError(f"route must be 'auto' or 'vmap', got {route!r}")
+    tappable = route == "auto" and type(model) in (MLP, Conv4)
+    if taps is not None and not tappable:
+        raise ValueError(f"taps are recorded on the 'auto' route of MLP and Conv4 only, not for {type(model).__name__} "
+                         f"on the {route!r} route")
     if route == "vmap":
         return vmap_forward(model, params, x)
-    if route != "auto":
-        raise ValueError(f"route must be 'auto' or 'vmap', got {route!r}")
     if type(model) is MLP:
-        return mlp_forward(model, params, x)
+        return mlp_forward(model, params, x, taps)
     if type(model) is Conv4:
-        return conv4_forward(model, params, x)
+        return conv4_forward(model, params, x, taps)
     return vmap_forward(model, params, x)
 
 

@@ -87,11 +87,25 @@ class SinusoidTasks:
 
 
 class LinesOrSinesTasks:
-    """Ambiguous tasks: each is a sinusoid or a line, with equal probability."""
+    """Ambiguous tasks: each is a sinusoid or a line, with equal probability.
 
-    def __init__(self, k_shot: int = 5, n_query: int = 10, noise_std: float = 0.0, device="cpu", seed: int = 0) -> None:
+    ``support_range`` draws the support points from a narrower x range than the
+    query points (which always span :data:`INPUT_RANGE`): a few points close
+    together fit a line and a sinusoid alike, so the task is ambiguous (PLATIPUS's
+    regression setting). ``None`` (the default) draws both sets from the full range.
+    """
+
+    def __init__(self, k_shot: int = 5, n_query: int = 10, noise_std: float = 0.0, device="cpu", seed: int = 0,
+                 support_range: tuple[float, float] | None = None) -> None:
         _check(1, k_shot, n_query)
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if support_range is not None:
+            low, high = support_range
+            if not (INPUT_RANGE[0] <= low < high <= INPUT_RANGE[1]):
+                raise ValueError(f"support_range must be an interval (low < high) inside {INPUT_RANGE}, got {support_range}")
         self.k_shot, self.n_query, self.noise_std = k_shot, n_query, noise_std
+        self.support_range = support_range
         self.device = get_device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -109,7 +123,11 @@ class LinesOrSinesTasks:
         phase = _uniform(*PHASE_RANGE, (tasks,), g, dev)
         slope = _uniform(*LINE_RANGE, (tasks,), g, dev)
         intercept = _uniform(*LINE_RANGE, (tasks,), g, dev)
-        x = _uniform(*INPUT_RANGE, (tasks, self.k_shot + self.n_query, 1), g, dev)
+        if self.support_range is None:
+            x = _uniform(*INPUT_RANGE, (tasks, self.k_shot + self.n_query, 1), g, dev)
+        else:
+            x = torch.cat([_uniform(*self.support_range, (tasks, self.k_shot, 1), g, dev),
+                           _uniform(*INPUT_RANGE, (tasks, self.n_query, 1), g, dev)], 1)
         y = self.function(x, is_sine, amplitude, phase, slope, intercept)
         if self.noise_std:
             y = y + self.noise_std * torch.randn(y.shape, generator=g).to(dev)

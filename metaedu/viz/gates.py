@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import torch
 
 from metaedu.viz.style import COLORS, CYCLE
@@ -117,5 +118,70 @@ def episode_step_figure(trace: dict, step: int, task: int = 0):
     ax_l.set_ylabel("D_train loss", color=COLORS["baseline"])
     ax_l.grid(False)
     ax_a.set_title(f"episode {task}: accuracy {acc[step]:.0f}% after {step} updates")
+    fig.tight_layout()
+    return fig
+
+
+def gate_change_figure(trained: dict[str, dict], start: dict[str, dict], title: str | None = None):
+    """How far meta-training moved the gates, against the size of the gates themselves.
+
+    ``trained[setting]`` and ``start[setting]`` are :func:`~metaedu.algorithms.meta_lstm.trace_episode`
+    results of the trained meta-learner and of the same meta-learner before meta-training, on the same
+    episodes. Rows: forget gate, input gate; columns: settings ("1-shot", "5-shot"). Solid lines: the trained
+    gates' mean over each layer's coordinates and the episodes, at each update t; dashed: before training.
+    Every panel's range spans at least +-1% of the starting value, so a change far below that reads as
+    flat instead of being stretched over the whole axis, and its title gives the largest relative change.
+    """
+    settings = list(trained)
+    layers = next(iter(trained.values()))["layers"]
+    fig, axes = plt.subplots(2, len(settings), figsize=(6.2 * len(settings) + 2.2, 7.6), squeeze=False)
+    colors = [CYCLE[k % len(CYCLE)] for k in range(len(layers))]
+    for col, setting in enumerate(settings):
+        for row, key in enumerate(("forget_gate", "input_gate")):
+            ax = axes[row, col]
+            after, before = trained[setting][key], start[setting][key]  # [T, tasks, P]
+            steps = np.arange(1, after.shape[0] + 1)
+            change, values = 0.0, []
+            for (layer, sl), color in zip(layers.items(), colors):
+                a = after[:, :, sl].double().mean(dim=(1, 2)).numpy()
+                b = before[:, :, sl].double().mean(dim=(1, 2)).numpy()
+                ax.plot(steps, a, "-o", color=color, ms=4, label=layer)
+                ax.plot(steps, b, "--", color=color, lw=1.4, alpha=0.8)
+                change = max(change, float(np.max(np.abs(a - b) / np.abs(b))))
+                values += [a, b]
+            ref = float(np.mean(np.concatenate(values[1::2])))
+            low, high = float(np.min(np.concatenate(values))), float(np.max(np.concatenate(values)))
+            top = max(high, ref * 1.01) + 1e-6
+            ax.set_ylim(min(low, ref * 0.99) - 1e-6, min(top, 1.0005))  # a gate is a sigmoid: never above 1
+            ax.set_title(f"{setting}, {key.replace('_', ' ')}: layer means moved ≤ {100 * change:.2g}%", fontsize=13)
+            ax.set_xlabel("update t")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(key.replace("_", " "))
+            ax.ticklabel_format(axis="y", useOffset=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles.append(Line2D([], [], color="#555555", ls="--", lw=1.4))
+    labels.append("before meta-training")
+    fig.legend(handles, labels, loc="center right", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=15)
+    fig.tight_layout(rect=(0, 0, 1 - 2.2 / (6.2 * len(settings) + 2.2), 1))
+    return fig
+
+
+def fixed_gate_figure(curves: dict[str, np.ndarray], title: str = ""):
+    """D_test accuracy (%) after each update t for several update rules (``curves[label]`` ``[T + 1]``, the
+    mean over episodes); the first label is drawn bold. Used by lecture 02's live widget."""
+    fig, ax = plt.subplots(figsize=(11.5, 4.4))
+    for k, (label, acc) in enumerate(curves.items()):
+        ax.plot(np.arange(len(acc)), acc, "-o", ms=4, lw=2.8 if k == 0 else 1.8, color=CYCLE[k % len(CYCLE)],
+                label=label)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("update t")
+    ax.set_ylabel("D_test accuracy (%)")
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -54,14 +54,14 @@ def glyph_gallery(data, n_alphabets: int = 6, n_characters: int = 6, n_drawers: 
             for d in range(n_drawers):
                 y, x = row * (side_px + gap), c * block + d * side_px
                 mosaic[y : y + side_px, x : x + side_px] = data.images[char, d] / 255.0
-    fig, ax = plt.subplots(figsize=(n_characters * n_drawers * 0.42 + 2.2, len(chosen) * 0.55 + 0.6))
+    fig, ax = plt.subplots(figsize=(n_characters * n_drawers * 0.42 + 3.0, len(chosen) * 0.62 + 0.8))
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
-    ax.set_yticks([(r + 0.5) * (side_px + gap) - gap / 2 for r in range(len(chosen))], [names[a] for a in chosen], fontsize=10)
+    ax.set_yticks([(r + 0.5) * (side_px + gap) - gap / 2 for r in range(len(chosen))], [names[a] for a in chosen], fontsize=13)
     ax.grid(False)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"{side} alphabets: {n_characters} characters each, drawn by {n_drawers} of the 20 drawers", fontsize=11)
+    ax.set_title(f"{side} alphabets: {n_characters} characters each, drawn by {n_drawers} of the 20 drawers", fontsize=14)
     fig.tight_layout()
     return fig
 

@@ -55,6 +55,7 @@ METHOD_COLORS = {
     "anil": "#4292c6",
     # 07-09 probabilistic and regularised MAML
     "llama": "#5e3c99",
+    "maml_laplace": "#b2abd2",
     "maml_noise": "#9ecae1",
     "platipus": "#d62728",
     "cnp": "#ff9896",

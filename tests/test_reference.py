@@ -1,0 +1,43 @@
+"""Reference checkpoints: written and read back faithfully, refused when stale, and every shipped one
+reproduces its recorded score on its fixed test episodes (so a package change that silently breaks
+a checkpoint fails here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metaedu import reference
+
+
+def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, glyphs):
+    record = reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
+    assert record["steps"] == 1 and record["settings"]["steps"] == 1
+    assert record["command"] == "metaedu pretrain maml-5way --steps 1"
+    assert record["data"]["data"] == "glyphs" and record["test"]["sampler_seed"] == reference.EVAL_SEED
+    model, settings, loaded = reference.load("maml-5way", "cpu", folder=tmp_path)
+    assert loaded == record and settings.steps == 1 and settings.n_way == 5
+    saved = torch.load(tmp_path / "maml-5way.pt")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    # the recorded score is the model's score on the fixed episodes (the first 40 of them agree too)
+    again, per_episode = reference.score("maml-5way", model, settings, "cpu", episodes=40)
+    first, _ = reference.score("maml-5way", model, settings, "cpu", episodes=40)
+    assert again.mean == first.mean and per_episode.numel() == 40
+
+
+def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_path, glyphs):
+    reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
+    path = tmp_path / "maml-5way.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "data": {**record["data"], "version": -1}}))
+    with pytest.raises(reference.StaleReference, match="metaedu pretrain maml-5way"):
+        reference.load("maml-5way", folder=tmp_path)
+    path.write_text(json.dumps({**record, "format": 0}))
+    with pytest.raises(reference.StaleReference, match="file format 0"):
+        reference.load("maml-5way", folder=tmp_path)
+    with pytest.raises(FileNotFoundError, match="metaedu pretrain maml-20way"):
+        reference.load("maml-20way", folder=tmp_path)
+    with pytest.raises(KeyError, match="no reference named"):
+        reference.load("nothing")
