@@ -59,7 +59,7 @@ def plot_support_ablation(scores: dict, chance: float | None = None, ax=None, ti
     a model that ignores its support set has three bars of the same height. The colour of a
     group is its method's (the text before the first comma of the group's name).
     """
-    fig, ax = _axes(ax, figsize=(12, 5))
+    fig, ax = _axes(ax, figsize=(max(12, 2.2 * len(scores)), 5.5))  # wide enough for two-line group labels
     groups = list(scores)
     width = 0.26
     for i, group in enumerate(groups):
@@ -74,7 +74,7 @@ def plot_support_ablation(scores: dict, chance: float | None = None, ax=None, ti
                    label=label if i == 0 else None)
     if chance is not None:
         ax.axhline(chance, color=COLORS["paper"], ls="--", lw=1.5, label=f"predicting the mean ({chance:.1f})")
-    ax.set_xticks(range(len(groups)), [g.replace(", ", ",\n") for g in groups], fontsize=13)
+    ax.set_xticks(range(len(groups)), [g.replace(", ", "\n").replace(" characters", "\ncharacters") for g in groups], fontsize=13)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, None)
     if title:
