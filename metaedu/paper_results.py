@@ -237,6 +237,19 @@ PAPER: dict[tuple[str, str, str], str] = {
     # ... and its regression figure (samples, no numbers)
     ("PLATIPUS", "lines or sines", "samples"): "samples cover lines and sinusoids on ambiguous 5-shot tasks (figure)",
     ("MAML", "lines or sines", "samples"): "one function per task (figure)",
+    # Hsu, Levine & Finn 2019 (CACTUs), Table 1: Omniglot, 5-way, ACAI embedding
+    ("ACAI + kNN", "Omniglot", "5-way 1-shot"): "57.46",
+    ("ACAI + kNN", "Omniglot", "5-way 5-shot"): "81.16",
+    ("ACAI + linear classifier", "Omniglot", "5-way 1-shot"): "61.08",
+    ("ACAI + linear classifier", "Omniglot", "5-way 5-shot"): "81.82",
+    ("CACTUs-MAML (ACAI)", "Omniglot", "5-way 1-shot"): "68.84",
+    ("CACTUs-MAML (ACAI)", "Omniglot", "5-way 5-shot"): "87.78",
+    ("CACTUs-ProtoNets (ACAI)", "Omniglot", "5-way 1-shot"): "68.12",
+    ("CACTUs-ProtoNets (ACAI)", "Omniglot", "5-way 5-shot"): "83.58",
+    ("Oracle-MAML", "Omniglot", "5-way 1-shot"): "94.46",
+    ("Oracle-MAML", "Omniglot", "5-way 5-shot"): "98.83",
+    ("Oracle-ProtoNets", "Omniglot", "5-way 1-shot"): "98.35",
+    ("Oracle-ProtoNets", "Omniglot", "5-way 5-shot"): "99.58",
 }
 
 

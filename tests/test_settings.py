@@ -37,6 +37,7 @@ CLASSES = settings_classes()
 #: One impossible value per class, and the field the message must name.
 BAD = {
     "ProtoNetSettings": {"distance": "manhattan"},
+    "CactusSettings": {"embedding": "pca"},
     "ZeroShotSettings": {"lr": 0.0},
     "MatchingSettings": {"read_steps": 0},
     "SiameseSettings": {"pair_classes": 1},

@@ -67,6 +67,7 @@ def train_on_episodes(
     desc: str = "meta-training",
     lr_halve_every: int | None = None,
     max_seconds: float | None = None,
+    sampler=None,
 ) -> History:
     """Episodic training of ``model`` on ``data``; returns the History (``loss``, ``accuracy``).
 
@@ -75,18 +76,21 @@ def train_on_episodes(
     classes), takes one Adam step (``settings.lr``) on ``episode_loss(model(episodes), y_query)``,
     and, with ``lr_halve_every``, halves the learning rate every that many steps.
     ``checkpoint`` is a file already resolved by :func:`metaedu.checkpoints.resolve`.
+    ``sampler`` replaces those episodes of ``data`` by any sampler with ``sample(tasks)`` and a
+    ``generator`` (e.g. the constructed tasks of CACTUs); ``data`` is then unused.
     """
     device = torch.device(device)
     model.to(device)
-    sampler = EpisodeSampler(
-        data,
-        settings.train_way,
-        settings.train_shot,
-        settings.train_query,
-        rotations=settings.rotations,
-        device=device,
-        seed=distributed.rank_seed(seed),  # under torchrun: each rank its own episodes
-    )
+    if sampler is None:
+        sampler = EpisodeSampler(
+            data,
+            settings.train_way,
+            settings.train_shot,
+            settings.train_query,
+            rotations=settings.rotations,
+            device=device,
+            seed=distributed.rank_seed(seed),  # under torchrun: each rank its own episodes
+        )
     adam = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.StepLR(adam, step_size=lr_halve_every, gamma=0.5) if lr_halve_every else None
     distributed.broadcast_parameters(model)

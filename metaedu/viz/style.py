@@ -82,7 +82,10 @@ METHOD_COLORS = {
     "curiosity": "#e377c2",
     # 11 unsupervised
     "cactus_protonet": "#2ca02c",
+    "cactus_protonets": "#2ca02c",
     "cactus_maml": "#1f4e9c",
+    "oracle_protonets": "#0b5d1e",
+    "oracle_maml": "#08306b",
     "embedding_knn": "#7f7f7f",
     "embedding_linear": "#b35806",
 }
