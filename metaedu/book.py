@@ -121,11 +121,19 @@ def _readme_section(readme: str, heading: str) -> str:
     return match.group(1).strip() if match else ""
 
 
+def page_link(stem: str) -> str:
+    """Where ``metaedu book`` (default output folder) puts a lecture's page, relative to the checkout."""
+    return f"_build/book/html/lectures/{stem}.html"
+
+
 def landing_page(readme: str, pages: list[tuple[str, str]], homework: list[tuple[str, str]]) -> str:
     """The landing page: the README's opening, the lecture map linked to the pages, install, homework."""
     opening = readme.split("\n## ", 1)[0].split("\n", 1)[1].strip()
     lecture_map = _readme_section(readme, "Lecture map")
     for stem, _title_text in pages:
+        # the README links the notebook and its page in a built book; inside the book, the page itself
+        readme_links = f"[`lectures/{stem}.ipynb`](lectures/{stem}.ipynb) · [page]({page_link(stem)})"
+        lecture_map = lecture_map.replace(readme_links, f"`lectures/{stem}.ipynb`")
         lecture_map = lecture_map.replace(f"`lectures/{stem}.ipynb`", f"[{stem}](lectures/{stem}.ipynb)")
     lines = ["# metaedu: meta-learning, lecture by lecture", "", opening, "",
              "## The lectures", "", lecture_map, "",

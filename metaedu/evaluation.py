@@ -57,6 +57,26 @@ def mean_ci(values: Iterable[float] | torch.Tensor, unit: str = "%") -> Score:
     return Score(float(v.mean()), Z95 * std / math.sqrt(n), n, unit)
 
 
+def bootstrap_mean_interval(values: torch.Tensor, n_resamples: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """95% percentile-bootstrap interval of the mean of each row of ``values`` ``[rows, n]``: ``(low, high)``, ``[rows]`` each.
+
+    Unlike the normal approximation of :func:`mean_ci` it stays inside the range of the data,
+    so the interval of a mean of positive numbers (an MSE) is positive too; for plots of skewed
+    per-task errors. The same resampled tasks are used for every row (rows = steps of one method).
+    """
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.dim() == 1:
+        v = v[None]
+    if v.dim() != 2 or v.shape[1] < 2:
+        raise ValueError(f"need values of shape [rows, n] with n >= 2, got {tuple(v.shape)}")
+    if not torch.isfinite(v).all():
+        raise FloatingPointError("values contain NaN or infinite entries")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randint(v.shape[1], (n_resamples, v.shape[1]), generator=g)  # [resamples, n]
+    means = v[:, pick].mean(-1)  # [rows, resamples]
+    return means.quantile(0.025, dim=1), means.quantile(0.975, dim=1)
+
+
 @torch.no_grad()
 def episode_accuracies(
     predict: Callable[[Episodes], torch.Tensor],
@@ -257,6 +277,51 @@ def comparison_table(rows: list[dict], title: str | None = None) -> str:
         for r in rows
     ]
     return "\n".join(([f"**{title}**", ""] if title else []) + [head] + body)
+
+
+def comparison_grid(rows: list[dict], title: str | None = None) -> str:
+    """The rows of :func:`comparison_table` pivoted: one line per method, the settings side by side.
+
+    For each setting a column of our scores (95% interval) and, when the paper gives any
+    figure for that setting, a column of the paper's; one note per method at the end (its
+    rows' distinct notes joined). Methods and settings keep the order of their first row.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    settings = list(dict.fromkeys(r.get("setting", "") for r in rows))
+    cell = {(r["method"], r.get("setting", "")): r for r in rows}
+    if len(cell) != len(rows):
+        raise ValueError("two rows share a method and a setting; a grid needs one row per pair")
+    with_paper = [s for s in settings if any(str(cell[m, s].get("paper", "—")) != "—" for m in methods if (m, s) in cell)]
+    head = ["method"]
+    for s in settings:
+        head.append(f"{s}: ours (95% CI)")
+        if s in with_paper:
+            head.append("paper")
+    head.append("note")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        out = [m]
+        for s in settings:
+            r = cell.get((m, s), {})
+            out.append(str(r.get("ours", "—")))
+            if s in with_paper:
+                out.append(str(r.get("paper", "—")))
+        notes = dict.fromkeys(str(cell[m, s].get("note", "")) for s in settings if (m, s) in cell)
+        out.append("; ".join(n for n in notes if n))
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(([f"**{title}**", ""] if title else []) + lines)
+
+
+def show_grid(rows: list[dict], title: str | None = None):
+    """Display :func:`comparison_grid` as Markdown in a notebook (plain text elsewhere)."""
+    text = comparison_grid(rows, title)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    except ImportError:  # pragma: no cover - IPython is a dependency, but scripts may lack a display
+        print(text)
+    return text
 
 
 def show_table(rows: list[dict], title: str | None = None):

@@ -85,6 +85,15 @@ def test_landing_page_links_every_lecture_and_lists_the_homework():
     assert len(book.homework()) >= 3 and all(text for _, text in book.homework())
 
 
+def test_readme_map_links_every_lecture_notebook_and_its_page():
+    readme = (REPO / "README.md").read_text()
+    for path in sorted(lectures_dir().glob("[0-9][0-9]_*.ipynb")):
+        row = next((line for line in readme.splitlines() if line.startswith(f"| {path.stem[:2]} |")), None)
+        assert row is not None, f"the README's lecture map has no row for {path.name}"
+        expected = f"[`lectures/{path.name}`](lectures/{path.name}) · [page]({book.page_link(path.stem)})"
+        assert expected in row, f"the README's row for {path.stem[:2]} should link the notebook and its page: {expected}"
+
+
 def test_book_without_execution_names_what_is_missing(tmp_path, capsys):
     code = metaedu_main(["book", "00", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "b"), "--no-execute"])
     assert code == 2

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from metaedu.data.digits import digits_arrays, load_digits
-from metaedu.evaluation import comparison_table, episode_accuracy, mean_ci, regression_mse
+from metaedu.evaluation import (
+    bootstrap_mean_interval,
+    comparison_grid,
+    comparison_table,
+    episode_accuracy,
+    mean_ci,
+    regression_mse,
+)
 from metaedu.paper_results import paper
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.tasks.regression import SinusoidTasks
@@ -65,6 +72,37 @@ def test_digits_sets():
     assert big.images.shape == (1797, 1, 28, 28)
     x, y = digits_arrays()
     assert x.shape == (1797, 64) and set(y.tolist()) == set(range(10))
+
+
+def test_bootstrap_interval_of_positive_skewed_values_stays_positive_and_covers_the_mean():
+    g = torch.Generator().manual_seed(0)
+    values = torch.exp(3 * torch.randn(2, 300, generator=g))  # heavy right tail: the normal band dips below 0
+    low, high = bootstrap_mean_interval(values)
+    normal = [mean_ci(row) for row in values]
+    assert any(s.mean - s.ci95 < 0 for s in normal)
+    assert (low > 0).all() and (low < values.mean(1).double()).all() and (values.mean(1).double() < high).all()
+    # for well-behaved data it agrees with the normal approximation
+    plain = torch.randn(1, 2000, generator=g) + 5
+    lo, hi = bootstrap_mean_interval(plain)
+    s = mean_ci(plain[0])
+    assert float(hi - lo) / 2 == pytest.approx(s.ci95, rel=0.15)
+    with pytest.raises(ValueError, match="shape"):
+        bootstrap_mean_interval(torch.ones(3, 1))
+    with pytest.raises(FloatingPointError):
+        bootstrap_mean_interval(torch.tensor([[1.0, float("inf")]]))
+
+
+def test_comparison_grid_pivots_methods_by_settings():
+    rows = [{"method": m, "setting": s, "ours": mean_ci([v, v + 2]), "paper": p, "note": n}
+            for m, s, v, p, n in (("A", "1-shot", 1.0, "90", "glyphs"), ("A", "5-shot", 3.0, "—", "glyphs"),
+                                  ("B", "1-shot", 5.0, "—", "no training"), ("B", "5-shot", 7.0, "—", "no training"))]
+    lines = comparison_grid(rows, title="t").splitlines()
+    assert lines[0] == "**t**"
+    assert lines[2] == "| method | 1-shot: ours (95% CI) | paper | 5-shot: ours (95% CI) | note |"  # no empty paper column
+    assert lines[4].startswith("| A | 2.0 ± ") and "| 90 |" in lines[4] and lines[4].endswith("| glyphs |")
+    assert lines[5].startswith("| B | 6.0 ± ") and lines[5].endswith("| no training |")
+    with pytest.raises(ValueError, match="one row per pair"):
+        comparison_grid(rows + rows[:1])
 
 
 def test_roc_auc_counts_tied_scores_as_half():

@@ -18,12 +18,15 @@ from metaedu.algorithms.maml import (
     SinusoidSettings,
     evaluate_regression,
     head_names,
+    inner_step,
+    meta_gradient_of,
     meta_train,
     mse_by_steps,
     parameter_change,
     per_task_meta_loss,
     pretrain,
     sinusoid_learner,
+    task_mse_by_steps,
 )
 from metaedu.nn.backbones import MLP, Conv4
 from metaedu.tasks.episodes import EpisodeSampler
@@ -259,3 +262,35 @@ def test_presets_differ_and_keep_the_paper_setting_in_full_mode():
     twenty = GlyphSettings.twenty_way("full")
     assert (twenty.n_way, twenty.inner_lr, twenty.inner_steps, twenty.meta_batch) == (20, 0.1, 5, 16)
     assert SinusoidSettings.quick().steps < SinusoidSettings.full().steps
+
+
+def test_inner_step_and_meta_gradient_of_follow_the_closed_form():
+    """The one-task helpers, from weights given as a dict, against least squares done by hand."""
+    tasks = linear_tasks()
+    model = MLP((3, 1)).double()
+    theta = {"net.0.weight": torch.randn(1, 3, dtype=D), "net.0.bias": torch.randn(1, dtype=D)}
+    theta = {k: v.requires_grad_() for k, v in theta.items()}
+    flat = torch.cat([theta["net.0.weight"][0], theta["net.0.bias"]]).detach()
+    alpha = 0.05
+    xs = torch.cat([tasks.x_support[0], torch.ones(tasks.x_support.shape[1], 1, dtype=D)], 1)
+    step = 2 / xs.shape[0] * xs.T @ (xs @ flat - tasks.y_support[0, :, 0])
+    fast = inner_step(model, theta, tasks.x_support[0], tasks.y_support[0], alpha)
+    torch.testing.assert_close(torch.cat([fast["net.0.weight"][0], fast["net.0.bias"]]), flat - alpha * step)
+    assert fast["net.0.weight"].grad_fn is not None
+    second, first = closed_form_linear(flat, tasks, alpha)
+    for exact, first_order in ((second, False), (first, True)):
+        g = meta_gradient_of(model, theta, tasks, alpha, first_order=first_order)
+        torch.testing.assert_close(torch.cat([g["net.0.weight"][0], g["net.0.bias"]]), exact)
+    with pytest.raises(ValueError, match="params must hold"):
+        inner_step(model, {"w": theta["net.0.weight"]}, tasks.x_support[0], tasks.y_support[0], alpha)
+
+
+def test_task_mse_by_steps_is_per_task_and_agrees_with_the_scores():
+    learner = sinusoid_learner(SinusoidSettings.quick()).double()
+    tasks = sinusoids()
+    per_task = task_mse_by_steps(learner, tasks, 3)
+    assert per_task.shape == (4, tasks.tasks)
+    for row, score in zip(per_task, mse_by_steps(learner, tasks, 3)):
+        assert abs(float(row.mean()) - score.mean) < 1e-9
+    manual = ((learner.predict(tasks.x_support, tasks.y_support, tasks.x_query, 2) - tasks.y_query) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(per_task[2], manual.cpu(), rtol=1e-5, atol=1e-6)

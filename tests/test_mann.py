@@ -283,6 +283,32 @@ def test_evaluate_gives_an_interval_per_instance_and_a_perfect_oracle_scores_100
         mann.evaluate(lambda seq: seq.targets, sampler, 2, instances=(10,))
 
 
+def test_instance_accuracies_on_stored_batches_equal_drawn_ones_and_pair_methods():
+    drawn = mann.instance_accuracies(lambda seq: mann.nearest_neighbour_predict(seq, gen(1)),
+                                     toy_sampler(per_class=5, seed=4), n_episodes=7, batch=3, instances=(1, 2, 5))
+    same = toy_sampler(per_class=5, seed=4)
+    stored = [same.sample(n) for n in (3, 3, 1)]  # the same seed and batch sizes: the same episodes
+    again = mann.instance_accuracies(lambda seq: mann.nearest_neighbour_predict(seq, gen(1)), stored,
+                                     instances=(1, 2, 5))
+    for k in (1, 2, 5):
+        assert drawn[k].shape == (7,)
+        torch.testing.assert_close(drawn[k], again[k])
+    scores = mann.evaluate(lambda seq: mann.nearest_neighbour_predict(seq, gen(1)), toy_sampler(per_class=5, seed=4),
+                           7, batch=3, instances=(1, 2, 5))
+    assert all(abs(scores[k].mean - float(drawn[k].double().mean())) < 1e-9 for k in (1, 2, 5))
+    with pytest.raises(ValueError, match="n_episodes"):
+        mann.instance_accuracies(lambda seq: seq.targets, toy_sampler(per_class=5))
+    with pytest.raises(ValueError, match="no test episodes"):
+        mann.instance_accuracies(lambda seq: seq.targets, [])
+
+
+def test_nearest_earlier_labels_by_hand():
+    x = torch.tensor([[[0.0], [10.0], [0.4], [9.0], [0.1]]])
+    targets = torch.tensor([[[1, 5], [2, 6], [3, 7], [4, 8], [0, 0]]])
+    out = mann.nearest_earlier_labels(x, targets)
+    assert out.tolist() == [[[0, 0], [1, 5], [1, 5], [2, 6], [1, 5]]]
+
+
 def test_training_lowers_the_loss_and_resumes_from_a_checkpoint(tmp_path):
     sampler = toy_sampler(n_classes=3, per_class=4)
     settings = mann.MANNSettings.quick()

@@ -33,8 +33,9 @@ def test_student_version_runs_to_the_end(path, tmp_path, monkeypatch):
     executed = nbformat.read(result.output, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, f"student version of {path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
-    # read the exercises off the executed notebook: papermill inserts an injected-parameters cell, so the
-    # student version's cell indices are one short after its parameters cell
-    for exercise in nbtools.exercises(executed, solutions=False).values():
+    # read the exercises off the executed notebook: papermill inserted a cell (the injected parameters)
+    ran = nbtools.exercises(executed, solutions=False)
+    assert set(ran) == set(nbtools.exercises(student, solutions=False))
+    for exercise in ran.values():
         shown = "".join(o.get("text", "") for i in exercise.tests_cells for o in executed.cells[i].outputs)
         assert "✗" in shown, f"{path.name}: the unsolved exercise {exercise.id!r} does not fail visibly in its checks"

@@ -11,7 +11,7 @@ import torch
 
 from metaedu.evaluation import roc_curve
 from metaedu.viz.images import _as_numpy
-from metaedu.viz.style import COLORS, CYCLE
+from metaedu.viz.style import COLORS, CYCLE, method_color
 
 
 def _axes(ax, figsize):
@@ -49,7 +49,7 @@ def plot_embedding(z_support, y_support, z_query, y_query, protos, predictions=N
     All tensors belong to one episode: ``z_support`` ``[n_support, D]``, ``z_query`` ``[n_query, D]``,
     ``protos`` ``[n_way, D]``; a query predicted wrongly (``predictions``) is circled in black.
     """
-    fig, ax = _axes(ax, (6.5, 5.5))
+    fig, ax = _axes(ax, (9, 5.5))
     s2, q2, c2 = project_2d(z_support, z_query, protos)
     y_support, y_query = y_support.cpu().numpy(), y_query.cpu().numpy()
     for k in range(len(c2)):
@@ -63,10 +63,12 @@ def plot_embedding(z_support, y_support, z_query, y_query, protos, predictions=N
     ax.scatter([], [], color="grey", s=45, label="support")
     ax.scatter([], [], color="grey", marker="x", s=45, label="query")
     ax.scatter([], [], color="grey", marker="*", s=200, edgecolor="black", label="prototype")
-    ax.legend(loc="best", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.set_xlabel("principal axis 1")
     ax.set_ylabel("principal axis 2")
     ax.set_title(title or "an episode in embedding space (colour = class)")
+    if ax.figure is fig:
+        fig.tight_layout()
     return fig
 
 
@@ -99,7 +101,7 @@ def plot_attention(attn, y_support, x_support=None, x_query=None, truth=None, ax
                 a = fig.add_subplot(grid[0, 0])
                 a.imshow(_as_numpy(x_query), cmap="gray_r", vmin=0, vmax=1)
                 _image_axis(a)
-                a.set_title("query", fontsize=10)
+                a.set_title("query", fontsize=13)
         else:
             ax = fig.add_subplot(111)
     fig = ax.figure
@@ -108,40 +110,40 @@ def plot_attention(attn, y_support, x_support=None, x_query=None, truth=None, ax
         for i in np.nonzero(y == int(truth))[0]:
             ax.bar(i, attn[i], fill=False, edgecolor="black", linewidth=1.5)
     ax.set_xticks(np.arange(n))
-    ax.set_xticklabels([str(int(k)) for k in y], fontsize=9)
+    ax.set_xticklabels([str(int(k)) for k in y])
     ax.set_xlabel("support example (label)")
     ax.set_ylabel("attention a(x̂, xᵢ)")
     ax.set_ylim(0, max(1e-3, attn.max()) * 1.15)
-    ax.set_title(title or "where one query looks in the support set (black: its true class)", fontsize=12)
+    ax.set_title(title or "where one query looks in the support set (black: its true class)")
     return fig
 
 
 def plot_roc(p, y, ax=None, label="Siamese", title=None):
     """ROC curve of a verification score ``p`` (probability of "same") against the truth ``y``."""
-    fig, ax = _axes(ax, (5.0, 4.6))
+    fig, ax = _axes(ax, (6.0, 5.2))
     fpr, tpr, auc = roc_curve(p, y)
     ax.plot(fpr, tpr, color=COLORS["ours"], label=f"{label} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color=COLORS["paper"], linestyle="--", label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title or "verification on test pairs")
-    ax.legend(loc="lower right", fontsize=10)
+    ax.legend(loc="lower right")
     return fig
 
 
 def plot_pairs(x_1, x_2, p, y, n: int = 8, title=None):
     """``n`` test pairs side by side with p(same); green title: judged right at p = 0.5, red: wrong."""
     n = min(n, len(p))
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.9), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.8 * n, 3.8), squeeze=False)
     for j in range(n):
         for row, x in enumerate((x_1, x_2)):
             a = axes[row, j]
             a.imshow(_as_numpy(x[j]), cmap="gray_r", vmin=0, vmax=1)
             _image_axis(a)
         right = (float(p[j]) > 0.5) == bool(y[j])
-        axes[0, j].set_title(f"{'same' if y[j] else 'diff'}\np={float(p[j]):.2f}", fontsize=9,
+        axes[0, j].set_title(f"{'same' if y[j] else 'diff'}\np={float(p[j]):.2f}", fontsize=13,
                              color=COLORS["query"] if right else COLORS["support"])
-    fig.suptitle(title or "Siamese verification: pairs and p(same)", fontsize=11)
+    fig.suptitle(title or "Siamese verification: pairs and p(same) (green: right at p = 0.5, red: wrong)")
     fig.tight_layout()
     return fig
 
@@ -150,14 +152,16 @@ def plot_query(x_query, x_support, y_support, distances, attn, prediction: int, 
     """One query of an episode: its image, its distances to the prototypes and its attention over the support set.
 
     ``distances`` ``[n_way]`` (ProtoNet, squared Euclidean) and ``attn`` ``[n_support]`` (Matching Network).
+    ``title`` (e.g. the episode and query) heads the query image's panel, above its class and prediction.
     """
     n_way = len(distances)
-    fig = plt.figure(figsize=(11, 3.6))
+    fig = plt.figure(figsize=(15, 4.6))
     grid = fig.add_gridspec(1, 3, width_ratios=[1, 2.2, 3], wspace=0.35)
     a = fig.add_subplot(grid[0])
     a.imshow(_as_numpy(x_query), cmap="gray_r", vmin=0, vmax=1)
     _image_axis(a)
-    a.set_title(f"query (class {truth})\npredicted {prediction}", fontsize=11,
+    head = f"{title}\n" if title else ""
+    a.set_title(f"{head}query: class {truth}\npredicted {prediction}", fontsize=13,
                 color=COLORS["query"] if prediction == truth else COLORS["support"])
     b = fig.add_subplot(grid[1])
     d = distances.detach().float().cpu().numpy()
@@ -166,9 +170,36 @@ def plot_query(x_query, x_support, y_support, distances, attn, prediction: int, 
     b.set_xticks(np.arange(n_way))
     b.set_xlabel("class")
     b.set_ylabel("‖f(x) − c_k‖²")
-    b.set_title("ProtoNet: distance to prototypes", fontsize=11)
+    b.set_title("ProtoNet: distance to prototypes")
     c = fig.add_subplot(grid[2])
     plot_attention(attn, y_support, truth=truth, ax=c, title="Matching Net: attention over support")
-    if title:
-        fig.suptitle(title, fontsize=12)
+    fig.subplots_adjust(top=0.8, bottom=0.16, left=0.04, right=0.98)
+    return fig
+
+
+def plot_accuracy_bars(scores: dict, chance: float | None = None, ax=None, title: str | None = None):
+    """Accuracy (%) of several methods with 95% intervals, one bar per method in its course colour.
+
+    ``scores``: method name -> :class:`~metaedu.evaluation.Score` (names known to
+    :func:`metaedu.viz.style.method_color` keep their colour; others take the cycle).
+    """
+    fig, ax = _axes(ax, (10, 4.8))
+    names = list(scores)
+    colours = []
+    for i, name in enumerate(names):
+        try:
+            colours.append(method_color(name))
+        except KeyError:
+            colours.append(_colour(i))
+    means = [scores[n].mean for n in names]
+    ax.bar(np.arange(len(names)), means, yerr=[scores[n].ci95 for n in names], capsize=6, color=colours)
+    for i, m in enumerate(means):
+        ax.text(i, m / 2, f"{m:.1f}", ha="center", va="center", color="white", fontsize=14, fontweight="bold")
+    if chance is not None:
+        ax.axhline(chance, color=COLORS["paper"], ls=":", lw=1.5)
+        ax.text(len(names) - 0.5, chance, f" chance {chance:.0f}%", va="bottom", ha="right", color=COLORS["paper"])
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy with 95% intervals")
     return fig

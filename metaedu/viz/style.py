@@ -22,7 +22,9 @@ COLORS = {
 METHOD_COLORS = {
     # baselines shared by many lectures
     "nearest_neighbour": "#7f7f7f",
+    "nearest_neighbour_features": "#7f7f7f",
     "pixels": "#bdbdbd",
+    "nearest_neighbour_pixels": "#bdbdbd",
     "pretrained": "#d9822b",
     "finetune": "#b35806",
     "oracle": "#222222",
@@ -53,6 +55,7 @@ METHOD_COLORS = {
     "first_order_maml": "#6baed6",
     "meta_sgd": "#08306b",
     "anil": "#4292c6",
+    "maml_head_only": "#41b6c4",  # MAML's network adapted head-only at test time (Raghu et al.'s test)
     # 07-09 probabilistic and regularised MAML
     "llama": "#5e3c99",
     "maml_laplace": "#b2abd2",
@@ -132,3 +135,17 @@ RC = {
 def use_style() -> None:
     """Apply the course style to matplotlib (call once at the top of a notebook)."""
     mpl.rcParams.update(RC)
+
+
+def readable(fig, min_size: float = 13.0):
+    """Raise every text of ``fig`` (titles, labels, tick labels, legends) to at least ``min_size`` points.
+
+    For figures drawn by shared helpers with small fonts, when they are shown to a lecture hall.
+    Returns the figure.
+    """
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        if text.get_text() and text.get_fontsize() < min_size:
+            text.set_fontsize(min_size)
+    return fig

@@ -134,16 +134,19 @@ class MANN(nn.Module):
         head_w = torch.cat([m.weight for m in parts]).t()  # [hidden, sum of sizes]
         head_b = torch.cat([m.bias for m in parts])
         sizes = [m.out_features for m in parts]
+        # one view per step; unbind's backward assembles the steps' gradients once, where indexing pre[:, t]
+        # would write each step's gradient into a zero tensor of the whole episode (T times per update)
+        pre_steps = pre.unbind(1)
         hs, all_reads = [], []
         trace = {"read_w": [], "write_w": [], "usage": [], "memory": [], "gate": []}
         for t in range(T):
             if self.controller_kind == "lstm":
-                gates = torch.addmm(pre[:, t], torch.cat([reads, h], dim=-1), recurrent)  # [B, 4 hidden]
+                gates = torch.addmm(pre_steps[t], torch.cat([reads, h], dim=-1), recurrent)  # [B, 4 hidden]
                 i, f, g, o = gates.chunk(4, dim=-1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)  # [B, hidden]
             else:
-                h = torch.tanh(torch.addmm(pre[:, t], reads, recurrent))
+                h = torch.tanh(torch.addmm(pre_steps[t], reads, recurrent))
             emitted = torch.addmm(head_b, h, head_w).split(sizes, dim=-1)
             keys = torch.tanh(emitted[0]).view(B, H, M)  # k_t [B, H, M]
             gate = emitted[1]  # alpha [B, H]
