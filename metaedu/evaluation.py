@@ -166,6 +166,22 @@ def evaluate_metric_model(
     :func:`~metaedu.data.embedded.embed_set` made from it with ``model.encoder``.
     The model is scored in evaluation mode.
     """
+    return mean_ci(metric_model_accuracies(model, data, n_way, k_shot, n_query, n_episodes, device, seed, batch))
+
+
+def metric_model_accuracies(
+    model: torch.nn.Module,
+    data: ClassImageSet,
+    n_way: int,
+    k_shot: int,
+    n_query: int = 5,
+    n_episodes: int = 600,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    batch: int = 50,
+) -> torch.Tensor:
+    """The per-episode accuracies (%) behind :func:`evaluate_metric_model`, ``[n_episodes]``: two models
+    scored with the same ``seed`` and sizes see the same episodes (for a paired comparison)."""
     sampler = EpisodeSampler(data, n_way, k_shot, n_query, device=device, seed=seed)
 
     def predict(eps: Episodes) -> torch.Tensor:
@@ -174,7 +190,7 @@ def evaluate_metric_model(
         return model.logits(z_support, eps.y_support, z_query, n_way)  # [tasks, n_way * n_query, n_way]
 
     with evaluation_mode(model):
-        return episode_accuracy(predict, sampler, n_episodes=n_episodes, batch=batch)
+        return episode_accuracies(predict, sampler, n_episodes=n_episodes, batch=batch)
 
 
 def roc_curve(p, y) -> tuple[np.ndarray, np.ndarray, float]:

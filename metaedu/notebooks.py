@@ -98,6 +98,9 @@ def run_notebook(path: Path, out_dir: Path, mode: str = "quick", device: str = "
             execution_timeout=cell_timeout,
             progress_bar=False,
             log_output=False,
+            # the kernel's own start-up chatter (e.g. "running over TCP without encryption": it is a local,
+            # per-run kernel) is not the lecture's output; errors still show
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except pm.PapermillExecutionError as err:
         # papermill counts its injected-parameters cell; name the cell as it is in the lecture's file

@@ -173,6 +173,23 @@ PAPER: dict[tuple[str, str, str], str] = {
     ("MANN (NTM, LSTM controller)", "Omniglot", "15 classes, strings, 4th instance"): "71.7",
     ("MANN (NTM, LSTM controller)", "Omniglot", "15 classes, strings, 5th instance"): "77.7",
     ("MANN (NTM, LSTM controller)", "Omniglot", "15 classes, strings, 10th instance"): "88.4",
+    # Garcia & Bruna 2018 (few-shot GNN)
+    ("GNN", "Omniglot", "5-way 1-shot"): "99.2",
+    ("GNN", "Omniglot", "5-way 5-shot"): "99.7",
+    ("GNN", "Omniglot", "20-way 1-shot"): "97.4",
+    ("GNN", "Omniglot", "20-way 5-shot"): "99.0",
+    ("GNN", "miniImageNet", "5-way 1-shot"): "50.33",
+    ("GNN", "miniImageNet", "5-way 5-shot"): "66.41",
+    ("GNN, labelled only", "Omniglot", "5-way 5-shot, 20% labelled"): "99.18",
+    ("GNN, semi-supervised", "Omniglot", "5-way 5-shot, 20% labelled"): "99.59",
+    ("GNN, labelled only", "Omniglot", "5-way 5-shot, 40% labelled"): "99.59",
+    ("GNN, semi-supervised", "Omniglot", "5-way 5-shot, 40% labelled"): "99.63",
+    ("GNN, active learning", "Omniglot", "5-way 5-shot, 20% labelled"): "99.62",
+    ("GNN, random choice", "Omniglot", "5-way 5-shot, 20% labelled"): "99.59",
+    # Yao et al. 2020 (ARML): 2-D regression, 10-shot MSE
+    ("MAML", "2-D regression", "10-shot MSE"): "2.29 ± 0.16",
+    ("Meta-SGD", "2-D regression", "10-shot MSE"): "2.91",
+    ("ARML", "2-D regression", "10-shot MSE"): "0.44 ± 0.03",
     # Andrychowicz et al. 2016 (learned optimizers): the paper gives curves, so these are its claims
     ("LSTM", "10-d quadratics", "loss after 100 steps"): "below SGD, RMSprop, ADAM and NAG (curves)",
     ("LSTM", "MNIST", "loss at step 100"): "below the hand-designed optimizers (curves)",

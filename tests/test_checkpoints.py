@@ -233,6 +233,24 @@ def run_attribute_encoder(checkpoint):
     return net
 
 
+def run_gnn(checkpoint):
+    from metaedu.algorithms import gnn
+
+    s = replace(preset(gnn.SemiSupervisedGNNSettings, "quick"), n_way=3, k_shot=2, hidden=4, gc_width=3,
+                edge_hidden=(4,), tasks=2, steps=6, active=True)  # active: the sampler's generator picks nodes too
+    return gnn.train_gnn(s, tiny_images(), seed=1, checkpoint=checkpoint, progress=False)[0]
+
+
+def run_arml(checkpoint):
+    from metaedu.algorithms import arml
+    from metaedu.tasks.regression2d import FamilyTasks
+
+    s = replace(preset(arml.ARMLSettings, "quick"), hidden=(6,), embed_dim=5, code=3, meta_batch=3, steps=6)
+    net = arml.build(s, seed=0)
+    arml.train_arml(net, FamilyTasks(s.k_shot, s.n_query, seed=1), s, checkpoint=checkpoint, progress=False)
+    return net
+
+
 CASES = {
     "protonet": (run_protonet, 3),
     "zero_shot": (run_zero_shot, 3),
@@ -248,6 +266,8 @@ CASES = {
     "memorization": (run_memorization, 3),
     "platipus": (run_platipus, 3),
     "attribute_encoder": (run_attribute_encoder, 4),  # in the middle of an epoch after the first
+    "gnn": (run_gnn, 3),
+    "arml": (run_arml, 3),
 }
 
 

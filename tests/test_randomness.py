@@ -139,7 +139,25 @@ def _attribute_encoder(data, seed):
     return platipus.attribute_encoder(data.images, values, s, seed=seed, progress=False, batch_size=16)[0]
 
 
-TRAINERS = [_protonet, _zero_shot, _matching, _siamese, _transfer, _mann, _platipus, _attribute_encoder]
+def _gnn(data, seed):
+    from metaedu.algorithms import gnn
+
+    s = replace(preset(gnn.SemiSupervisedGNNSettings, "quick"), n_way=3, k_shot=2, hidden=4, gc_width=3,
+                edge_hidden=(4,), tasks=2, steps=2, active=True)
+    return gnn.train_gnn(s, data, seed=seed, progress=False)[0]
+
+
+def _arml(data, seed):
+    from metaedu.algorithms import arml
+    from metaedu.tasks.regression2d import FamilyTasks
+
+    s = replace(preset(arml.ARMLSettings, "quick"), hidden=(6,), embed_dim=5, code=3, meta_batch=3, steps=2)
+    net = arml.build(s, seed=seed)
+    arml.train_arml(net, FamilyTasks(s.k_shot, s.n_query, seed=seed), s, progress=False)
+    return net
+
+
+TRAINERS = [_protonet, _zero_shot, _matching, _siamese, _transfer, _mann, _platipus, _attribute_encoder, _gnn, _arml]
 
 
 @pytest.mark.parametrize("make", TRAINERS, ids=lambda f: f.__name__.strip("_"))

@@ -253,8 +253,8 @@ class MAML(nn.Module):
         at test time pass ``False``. With ``keep_path`` the list of weights after
         0, 1, ..., ``steps`` steps is returned instead. ``start`` (``{name: [tasks, ...]}``)
         begins each task from its own weights instead of theta (PLATIPUS starts from a
-        sampled theta; lecture 10's dynamic evaluation continues from its last adapted
-        weights, detached); gradients flow back into ``start``.
+        sampled theta, ARML from a gated theta_0; lecture 10's dynamic evaluation continues from
+        its last adapted weights, detached); gradients flow back into ``start``.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
