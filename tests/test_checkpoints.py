@@ -190,6 +190,26 @@ def run_learned_optimizer(checkpoint):
     return opt
 
 
+def run_memorization(checkpoint):
+    from metaedu.algorithms import memorization_experiments as mx
+    from metaedu.tasks.nonexclusive import OneHotSinusoidTasks
+
+    s = replace(
+        preset(mx.MemorizationSinusoidSettings, "quick"),
+        regularizer="weights",  # the reparameterisation noise has its own generator, which must resume too
+        beta=1e-3,
+        encoder_hidden=(8,),
+        z_dim=4,
+        head_hidden=(8,),
+        meta_batch=3,
+        steps=6,
+    )
+    model = mx.build(s, mx.input_dim("sinusoid", s))
+    tasks = OneHotSinusoidTasks(s.k_shot, s.n_query, s.n_amplitudes, seed=1)
+    mx.meta_train(model, tasks, s, checkpoint=checkpoint, progress=False)
+    return model
+
+
 #: (training function, the step before which it is interrupted)
 def run_platipus(checkpoint):
     from metaedu.algorithms import platipus
@@ -243,6 +263,7 @@ CASES = {
     "meta_lstm": (run_meta_lstm, 3),  # between two validation scores
     "baselines_pretrain": (run_baselines_pretrain, 3),
     "learned_optimizer": (run_learned_optimizer, 4),  # mid-run
+    "memorization": (run_memorization, 3),
     "platipus": (run_platipus, 3),
     "attribute_encoder": (run_attribute_encoder, 4),  # in the middle of an epoch after the first
     "gnn": (run_gnn, 3),
