@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
 from metaedu.algorithms import platipus as P
-from metaedu.algorithms.maml import MAML, _key, task_loss
+from metaedu.algorithms.maml_core import MAML, _key, task_loss
 from metaedu.nn.backbones import MLP, Conv4
 from metaedu.nn.functional import per_task, single_forward
 from metaedu.runtime import seeded

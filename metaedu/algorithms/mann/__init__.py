@@ -12,8 +12,9 @@ and the read vector r_t is also fed to the controller at step t + 1. Read in thi
 * :mod:`~metaedu.algorithms.mann.memory`: the LRUA memory, equations 1-6 of one step;
 * :mod:`~metaedu.algorithms.mann.networks`: the MANN (``MANN.step`` is one time step; ``forward``
   the same, faster, over an episode) and the LSTM and feedforward baselines;
-* :mod:`~metaedu.algorithms.mann.experiment`: settings, episode streams, training, and the
-  accuracy at the k-th instance of a class (with the nearest-neighbour baseline).
+* :mod:`~metaedu.algorithms.mann.experiment`: settings, episode streams and training;
+* :mod:`~metaedu.algorithms.mann.scoring`: the loss, and the accuracy at the k-th instance of a class
+  (with the nearest-neighbour baseline).
 
 Symbols -> names: k_t = ``keys`` ``[B, H, M]``; alpha = ``gate`` ``[B, H]``; gamma =
 ``settings.gamma``; M_t = ``memory`` ``[B, N, M]``; w^r, w^w = ``read_w``, ``write_w``
@@ -25,22 +26,12 @@ Everything is importable from here (``from metaedu.algorithms import mann``; ``m
 """
 
 from metaedu.algorithms.mann.experiment import (
-    INSTANCES,
     MODELS,
     MANNSettings,
     build_model,
-    correct_steps,
-    evaluate,
-    instance_accuracies,
-    instance_accuracy,
     make_optimizer,
     make_sampler,
-    nearest_earlier_labels,
-    nearest_neighbour_predict,
-    predict_characters,
-    predictor,
     pretrain_encoder,
-    sequence_loss,
     train_model,
 )
 from metaedu.algorithms.mann.memory import (
@@ -57,6 +48,18 @@ from metaedu.algorithms.mann.memory import (
     write_weights,
 )
 from metaedu.algorithms.mann.networks import MANN, FeedforwardBaseline, LSTMBaseline, MANNState
+from metaedu.algorithms.mann.scoring import (
+    INSTANCES,
+    correct_steps,
+    evaluate,
+    instance_accuracies,
+    instance_accuracy,
+    nearest_earlier_labels,
+    nearest_neighbour_predict,
+    predict_characters,
+    predictor,
+    sequence_loss,
+)
 
 __all__ = [
     "INSTANCES",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from metaedu.algorithms.maml import MAML, _key
+from metaedu.algorithms.maml_core import MAML, _key
 from metaedu.checkpoints import resolve
 from metaedu.nn import gaussian
 from metaedu.nn.backbones import MLP
