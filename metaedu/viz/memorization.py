@@ -10,7 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from metaedu.viz.style import COLORS, method_color
+from metaedu.viz.style import COLORS, axes_for, method_color
 
 #: How the three support conditions of a support ablation are drawn.
 SUPPORT_STYLES = {"true": ("own support set", None), "shuffled": ("another task's support set", "//"),
@@ -18,10 +18,7 @@ SUPPORT_STYLES = {"true": ("own support set", None), "shuffled": ("another task'
 
 
 def _axes(ax, figsize=(9, 4.8)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+    return axes_for(ax, figsize)
 
 
 def plot_pose_task(images, targets, title: str, n: int = 8, canonical=None, label: str = "y = {:.1f}"):

@@ -11,14 +11,11 @@ import torch
 
 from metaedu.evaluation import roc_curve
 from metaedu.viz.images import _as_numpy
-from metaedu.viz.style import COLORS, CYCLE, method_color
+from metaedu.viz.style import COLORS, CYCLE, axes_for, method_color
 
 
-def _axes(ax, figsize):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+def _axes(ax, figsize=None):
+    return axes_for(ax, figsize)
 
 
 def _image_axis(ax) -> None:

@@ -10,14 +10,11 @@ import numpy as np
 import torch
 
 from metaedu.viz.images import _as_numpy
-from metaedu.viz.style import COLORS, method_color
+from metaedu.viz.style import COLORS, axes_for, method_color
 
 
-def _axes(ax, figsize):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+def _axes(ax, figsize=None):
+    return axes_for(ax, figsize)
 
 
 def plot_strokes(strokes: list[np.ndarray], ax=None, title: str = ""):

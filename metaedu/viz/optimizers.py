@@ -11,7 +11,7 @@ import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from metaedu.viz.style import COLORS, CYCLE, method_color
+from metaedu.viz.style import COLORS, CYCLE, axes_for, method_color
 
 #: The lecture's optimizer names -> their course-wide method names (one colour per method in every lecture).
 OPTIMIZER_METHODS = {"LSTM": "lstm_optimizer", "SGD": "sgd", "NAG": "nag", "RMSprop": "rmsprop", "Adam": "adam"}
@@ -33,10 +33,7 @@ def legend_outside(fig, axes, ncol: int | None = None) -> None:
 
 
 def _axes(ax, figsize=(8.0, 4.5)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+    return axes_for(ax, figsize)
 
 
 def _np(x) -> np.ndarray:

@@ -10,14 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-from metaedu.viz.style import COLORS, method_color
+from metaedu.viz.style import COLORS, axes_for, method_color
 
 
 def _axes(ax, figsize=None):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+    return axes_for(ax, figsize)
 
 
 def _np(v) -> np.ndarray:

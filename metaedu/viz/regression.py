@@ -14,14 +14,11 @@ import numpy as np
 import torch
 
 from metaedu.evaluation import bootstrap_mean_interval
-from metaedu.viz.style import COLORS, CYCLE, method_color
+from metaedu.viz.style import COLORS, CYCLE, axes_for, method_color
 
 
 def _axes(ax, figsize=None):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+    return axes_for(ax, figsize)
 
 
 def _np(v) -> np.ndarray:

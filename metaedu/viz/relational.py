@@ -12,14 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-from metaedu.viz.style import CYCLE, method_color
+from metaedu.viz.style import CYCLE, axes_for, method_color
 
 
 def _axes(ax, figsize=None):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+    return axes_for(ax, figsize)
 
 
 def _np(v) -> np.ndarray:

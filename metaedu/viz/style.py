@@ -149,3 +149,16 @@ def readable(fig, min_size: float = 13.0):
         if text.get_text() and text.get_fontsize() < min_size:
             text.set_fontsize(min_size)
     return fig
+
+
+def axes_for(ax=None, figsize=None):
+    """``(figure, axes)``: a new figure of ``figsize`` when ``ax`` is None, else ``ax`` and its figure.
+
+    The one way every figure function of the course accepts an optional ``ax`` to draw into.
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
