@@ -103,7 +103,11 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     model = spec.build(settings, device)
     start = time.perf_counter()
     done = spec.train(model, settings, device, seed, max_seconds)
-    settings = dataclasses.replace(settings, **{spec.steps_field: done})  # what was trained, for the record and load()
+    if dataclasses.is_dataclass(done):  # the settings as trained (several stages, each with its own steps)
+        settings = done
+        done = getattr(settings, spec.steps_field)
+    else:  # the steps done: what was trained, for the record and for load()
+        settings = dataclasses.replace(settings, **{spec.steps_field: done})
     seconds = time.perf_counter() - start
     result, _ = score(name, model, settings, device)
     extras = spec.extras(model, settings, device) if spec.extras is not None else {}
@@ -139,14 +143,22 @@ def load(name: str, device="cpu", folder: Path | None = None) -> tuple[torch.nn.
     if record.get("data") != _data_identity(spec):
         raise StaleReference(f"reference {name!r} was trained on {record.get('data')}, this package has "
                              f"{_data_identity(spec)}; {rebuild}")
-    settings = dataclasses.replace(spec.settings(), **_settings_fields(record["settings"]))
+    settings = _restore(spec.settings(), record["settings"])
     model = spec.build(settings, torch.device(device))
     model.load_state_dict(torch.load(weights, map_location=device))
     return model, settings, record
 
 
-def _settings_fields(saved: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+def _restore(default, saved: dict):
+    """``default`` (a settings dataclass) with the saved fields; nested settings are restored field by field."""
+    fields = {}
+    for key, value in saved.items():
+        current = getattr(default, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            fields[key] = _restore(current, value)
+        else:
+            fields[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(default, **fields)
 
 
 def recorded_score(record: dict) -> Score:
