@@ -3,6 +3,7 @@ re-scored to the recorded number; the score is the paired log10 difference again
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -43,9 +44,15 @@ def test_the_score_is_the_lstm_minus_tuned_adam_on_the_same_functions():
     torch.testing.assert_close(values, expect, rtol=1e-4, atol=1e-4)
 
 
-def test_the_mlp_reference_trains_and_scores_on_held_out_digits(tmp_path):
+def test_the_mlp_reference_trains_and_scores_on_held_out_digits(tmp_path, monkeypatch):
+    # smaller tuning and test sets keep this test short (the shipped file is checked at full size)
+    spec = reference.SPECS["lstm-opt-mlp"]
+    small = dataclasses.replace(spec, episodes=6, settings=lambda: dataclasses.replace(
+        ref._settings(), mlp_tune=4, lr_grid=(1e-2, 3e-2, 1e-1, 3e-1, 1.0)))
+    monkeypatch.setitem(reference.SPECS, "lstm-opt-mlp", small)
+    monkeypatch.setitem(ref.BY_NAME, "lstm-opt-mlp", small)
     record = reference.pretrain("lstm-opt-mlp", "cpu", steps=1, folder=tmp_path)
-    assert record["settings"]["mlp_episodes"] == 1 and record["score"]["n"] == 64
+    assert record["settings"]["mlp_episodes"] == 1 and record["score"]["n"] == 6
     extras = record["extras"]
     assert set(extras) == {"mlp", "relu"} and {"step_100", "step_200"} <= set(extras["mlp"])
     assert len(extras["mlp"]["mean_curve"]["Adam"]) == 2 * record["settings"]["horizon"] + 1
