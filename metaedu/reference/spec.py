@@ -25,7 +25,8 @@ class Spec:
     what: str  # one line for people
     settings: Callable[[], object]  # the reference preset (the lecture's full preset, with the steps trained)
     build: Callable[[object, torch.device], torch.nn.Module]  # an untrained model for these settings
-    train: Callable[..., int]  # (model, settings, device, seed, max_seconds) -> steps done; trains in place
+    train: Callable[..., object]  # (model, settings, device, seed, max_seconds) -> steps done, or the settings as
+    #   trained (a stage-by-stage budget); trains in place
     per_episode: Callable[[torch.nn.Module, object, torch.device, int], torch.Tensor]  # score per test episode
     n_way: int = 0  # the test episodes' shape (0 where the test is not N-way K-shot)
     k_shot: int = 0
