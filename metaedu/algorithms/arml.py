@@ -151,6 +151,12 @@ class ARML(nn.Module):
         d = s.embed_dim
         self.sample_embed = nn.Linear(in_dim + out_dim, d)  # F = E: W_e, b_e
         self.assign = nn.Linear(d, s.prototypes)  # W_p, b_p
+        self.relational_parts()
+
+    def relational_parts(self) -> None:
+        """The graphs, the aggregators and the gate, for ``self.learner`` (shared with the image classifier of
+        :mod:`metaedu.algorithms.arml_images`, which computes its prototypes differently)."""
+        s, d = self.settings, self.settings.embed_dim
         self.proto_relation = nn.Linear(d, 1)  # W_r, b_r
         self.vertices = nn.Parameter(torch.randn(s.vertices, d))  # H_G: h^1 .. h^G
         self.vertex_relation = nn.Linear(d, 1)  # W_o, b_o
@@ -210,7 +216,7 @@ class ARML(nn.Module):
 
     # 8: adaptation and the meta-objective
     def meta_loss(self, tasks: RegressionTasks, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(objective, mean query MSE, mean reconstruction term) of a batch of tasks after ``steps`` inner steps."""
+        """(objective, mean query loss, mean reconstruction term) of a batch of tasks after ``steps`` inner steps."""
         representation, aux = self.task_representation(tasks.x_support, tasks.y_support)
         start = self.initialisation(representation)
         fast = self.learner.adapt(tasks.x_support, tasks.y_support, steps, start=start)
@@ -251,17 +257,18 @@ def maml_baseline(settings: ARMLSettings, seed: int = 0, in_dim: int = 2) -> MAM
 
 def train_arml(model: ARML, sampler, settings: ARMLSettings, checkpoint: str | Path | bool | None = None,
                progress: bool = True, max_seconds: float | None = None) -> History:
-    """Meta-train with Adam on meta-batches from ``sampler`` (e.g. ``FamilyTasks``); logs the objective,
-    the query MSE and the reconstruction term. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`."""
+    """Meta-train with Adam on meta-batches from ``sampler`` (``FamilyTasks``, or ``ImageFamilies`` for the image
+    classifier); logs the objective, the query loss ("mse" or "cross_entropy") and the reconstruction term. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`."""
     checkpoint = resolve(checkpoint, "arml", settings, model, sampler.generator)
+    query_name = "mse" if model.learner.loss == "mse" else "cross_entropy"  # the query loss, logged by its name
     opt = torch.optim.Adam(model.parameters(), lr=settings.outer_lr)
 
     def step(i: int) -> dict:
-        loss, mse, aux = model.meta_loss(sampler.sample(settings.meta_batch), settings.inner_steps)
+        loss, query, aux = model.meta_loss(sampler.sample(settings.meta_batch), settings.inner_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": loss.detach(), "mse": mse.detach(), "reconstruction": aux.detach()}
+        return {"loss": loss.detach(), query_name: query.detach(), "reconstruction": aux.detach()}
 
     return train(step, settings.steps, state={"model": model, "opt": opt, "sampler": sampler.generator},
                  checkpoint=checkpoint, progress=progress, desc="ARML", max_seconds=max_seconds)
