@@ -240,6 +240,30 @@ class ARML(nn.Module):
         return super_graph_similarity(c, self.vertices, self.settings.gamma_s).mean(1)
 
 
+def usage_by_family(usage: torch.Tensor, family: torch.Tensor, n_families: int) -> torch.Tensor:
+    """Mean vertex usage of each family's tasks: ``usage`` ``[tasks, G]``, ``family`` ``[tasks]`` -> ``[families, G]``."""
+    missing = [f for f in range(n_families) if not bool((family == f).any())]
+    if missing:
+        raise ValueError(f"no task of families {missing}: draw more tasks to average their vertex usage")
+    return torch.stack([usage[family == f].mean(0) for f in range(n_families)])
+
+
+def separation(usage: torch.Tensor, family: torch.Tensor, n_families: int) -> dict[str, float]:
+    """How far the vertex usage tells families apart, three ways:
+
+    * ``gap``: the largest difference between two families' mean weight on one vertex;
+    * ``favourites``: how many distinct vertices are some family's most used one;
+    * ``decoding``: accuracy (%) of naming a task's family from its usage by the nearest family mean, means taken
+      on the even-numbered tasks and scored on the odd ones (chance: 100 / families).
+    """
+    by_family = usage_by_family(usage, family, n_families)
+    means = usage_by_family(usage[0::2], family[0::2], n_families)
+    guess = torch.cdist(usage[1::2], means).argmin(1)
+    return {"gap": float((by_family.max(0).values - by_family.min(0).values).max()),
+            "favourites": len(set(by_family.argmax(1).tolist())),
+            "decoding": float((guess == family[1::2]).float().mean() * 100), "chance": 100 / n_families}
+
+
 # ----------------------------------------------------------------------------- building, training, scoring
 
 
