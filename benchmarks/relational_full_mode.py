@@ -131,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seconds", type=float, default=300.0, help="training budget of all parts together")
-    parser.add_argument("--parts", default="gnn,regression,images", help="comma-separated: gnn, regression, images")
+    parser.add_argument("--parts", default="regression,images,gnn", help="comma-separated, run in this order: regression, images, gnn")
     parser.add_argument("--episodes", type=int, default=500, help="test episodes (GNN, images) or tasks (regression)")
     parser.add_argument("--out", default="results", help="folder for relational_full_mode.json")
     args = parser.parse_args()
