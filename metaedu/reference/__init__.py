@@ -98,12 +98,13 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     spec = _spec(name)
     device = torch.device(device)
     settings = spec.settings()
+    step_fields = (spec.steps_field,) if isinstance(spec.steps_field, str) else spec.steps_field
     if steps is not None:
-        settings = dataclasses.replace(settings, **{spec.steps_field: steps})
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
     model = spec.build(settings, device)
     start = time.perf_counter()
     done = spec.train(model, settings, device, seed, max_seconds)
-    settings = dataclasses.replace(settings, **{spec.steps_field: done})  # what was trained, for the record and load()
+    settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, done))  # what was trained, for the record and load()
     seconds = time.perf_counter() - start
     result, _ = score(name, model, settings, device)
     extras = spec.extras(model, settings, device) if spec.extras is not None else {}
