@@ -19,7 +19,7 @@ from torch import nn
 from metaedu.reference.spec import EVAL_SEED, Spec, glyphs
 
 NAME = "mann"
-MANN_SHARE = 0.85  # of a time budget, for MANN; the LSTM (one cuDNN call per episode batch) needs far less
+MANN_SHARE = 0.8  # of a time budget, for MANN; the LSTM (one cuDNN call per batch of episodes) needs far less
 TEST_BATCH = 50  # test episodes per forward pass (the batches are part of the fixed episodes' definition)
 
 
