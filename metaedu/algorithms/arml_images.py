@@ -69,7 +69,8 @@ class ARMLImageSettings:
 
     @classmethod
     def quick(cls) -> "ARMLImageSettings":
-        """A laptop CPU: narrow Conv4s (8 filters), one inner step of a larger alpha, a few dozen meta-updates."""
+        """A laptop CPU: narrow Conv4s (8 filters), one inner step of a larger alpha, a few dozen meta-updates. Not tuned
+        beyond running: it shows the method and its control in seconds, not the paper's accuracy."""
         return cls(hidden=8, embed_hidden=8, embed_dim=16, code=16, vertices=4, n_query=5, inner_lr=0.4,
                    inner_steps=1, test_inner_steps=3, meta_batch=4, steps=60, outer_lr=0.005, eval_episodes=100)
 
