@@ -133,3 +133,16 @@ def test_the_experiment_runs_end_to_end_and_scores_every_arm_on_the_same_goals()
     assert set(result.returns) == set(ma.ARMS) and all(v.shape == (2,) for v in result.returns.values())
     assert result.weights.shape == (2, old.obs.shape[0], SMALL.horizon) and (result.weights > 0).all()
     assert ((result.ess > 0) & (result.ess <= 1)).all()
+
+
+def test_the_shipped_meta_trained_model_reproduces_its_recorded_score():
+    from metaedu.rl import mql_reference
+
+    model, theta, old, old_goals, record = mql_reference.load()
+    settings = mx.MQLSettings.quick()
+    assert old.obs.shape == (record["old_episodes"], settings.horizon + 1, 2) and old_goals.shape == (old.obs.shape[0], 2)
+    score = mql_reference.score(model, theta, mql_reference.validation_goals(settings), settings)
+    assert score == pytest.approx(record["validation_score"], rel=1e-4, abs=1e-4)
+    assert score > record["stay_at_start_score"]  # the context tells goals apart: better than standing still
+    with pytest.raises(ValueError, match="other settings"):
+        mql_reference.load(replace(settings, meta_steps=settings.meta_steps + 1))

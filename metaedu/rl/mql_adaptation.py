@@ -1,4 +1,4 @@
-"""Meta-Q-Learning's experiment, part 2: adapting theta_meta to new goals in three arms (eq. 11-12), all goals
+"""Meta-Q-Learning's experiment, part 2: adapting theta_meta to new goals in four arms (eq. 11-12), all goals
 at once (every weight with a leading goal dimension). See :mod:`metaedu.rl.mql_experiment` for the arms and
 the symbols.
 """
@@ -12,12 +12,14 @@ import torch
 from metaedu.nn.functional import Params
 from metaedu.rl.envs import PointNavigation
 from metaedu.rl.mql import effective_sample_size, propensity_weights
-from metaedu.rl.mql_experiment import MQLSettings, SetContextTD3, actor_losses, critic_losses, polyak_update, run_episodes
+from metaedu.rl.mql_experiment import (MQLSettings, SetContextTD3, actor_losses, contexts, critic_losses, polyak_update,
+                                      run_episodes)
 from metaedu.rl.rollout import Trajectories
 
-ARMS = ("meta", "new_only", "uniform", "mql")
+ARMS = ("meta", "new_only", "uniform", "weighted", "mql")
 NAMES = {"meta": "meta-trained, no adaptation", "new_only": "adapted on new data only",
-         "uniform": "+ old buffer, weight 1", "mql": "MQL: + old buffer weighted by beta"}
+         "uniform": "+ old buffer, weight 1", "weighted": "+ old buffer weighted by beta",
+         "mql": "MQL: + weighted old buffer + proximal term"}
 #: seeds of test goals are offset by this much from the caller's seed
 TEST_OFFSET = 30_000
 
@@ -26,6 +28,14 @@ def transition_features(episodes: Trajectories, max_action: float) -> torch.Tens
     """``(s, a, r, s')`` of every transition, ``[episodes, H, 7]`` (what the propensity score reads)."""
     return torch.cat([episodes.obs[:, :-1], episodes.actions / max_action, episodes.rewards[..., None],
                       episodes.obs[:, 1:]], -1)
+
+
+@torch.no_grad()
+def propensity_features(model: SetContextTD3, theta: Params, episodes: Trajectories, max_action: float) -> torch.Tensor:
+    """What the propensity score reads for each transition ``[episodes, H, 7 + context]``: the transition
+    ``(s, a, r, s')`` and theta_meta's context after it, ``z_{t+1}`` (MQL's classifier reads the context)."""
+    z = contexts(model, theta, episodes.obs[None], episodes.actions[None], episodes.rewards[None], max_action)[0]
+    return torch.cat([transition_features(episodes, max_action), z[:, 1:]], -1)
 
 
 def proximal_per_task(params: Params, anchor: Params, keys: list[str]) -> torch.Tensor:
@@ -50,8 +60,9 @@ def adapt(model: SetContextTD3, theta: Params, old: Trajectories, goals: torch.T
     generator = torch.Generator(device).manual_seed(seed)
     max_action = PointNavigation(1).max_action
     new = run_episodes(model, theta, goals, settings.new_episodes, settings, generator, settings.explore_noise)
-    old_f = transition_features(old, max_action)  # [N, H, 7]
-    new_f = transition_features(new, max_action).view(g, -1, 7)  # [G, E H, 7]
+    old_f = propensity_features(model, theta, old, max_action)  # [N, H, d]
+    new_f = propensity_features(model, theta, new, max_action)
+    new_f = new_f.reshape(g, -1, new_f.shape[-1])  # [G, E H, d]
     beta = torch.stack([propensity_weights(new_f[i], old_f.flatten(0, 1), clip=settings.clip) for i in range(g)])
     ess = torch.stack([effective_sample_size(b) for b in beta])
     beta = beta.view(g, *old_f.shape[:2])  # [G, N, H]
@@ -80,13 +91,13 @@ def adapted(model, anchor: Params, old: Trajectories, new: Trajectories, beta, l
     target = {k: v.detach().clone() for k, v in anchor.items()}
     opt_critic = torch.optim.Adam([params[k] for k in critic_keys], lr=settings.adapt_lr)
     opt_actor = torch.optim.Adam([params[k] for k in actor_keys], lr=settings.adapt_lr)
-    reuse = arm in ("uniform", "mql")
+    reuse = arm in ("uniform", "weighted", "mql")
     for i in range(settings.adapt_steps):
         pick = torch.randint(old.obs.shape[0], (g, settings.old_batch_episodes), generator=generator,
                              device=lam.device)  # [G, B] old episodes, each goal its own
         batch = Trajectories(old.obs[pick].flatten(0, 1), old.actions[pick].flatten(0, 1),
                              old.rewards[pick].flatten(0, 1))
-        w = beta.gather(1, pick[..., None].expand(-1, -1, beta.shape[-1])).flatten(1) if arm == "mql" else 1.0
+        w = beta.gather(1, pick[..., None].expand(-1, -1, beta.shape[-1])).flatten(1) if arm in ("weighted", "mql") else 1.0
 
         c = critic_losses(model, params, target, new, g, settings, generator, max_action).mean(1)  # [G]
         if reuse:

@@ -5,19 +5,21 @@ The question: does reusing the old buffer, weighted by the propensity score, hel
 pieces are :mod:`metaedu.rl.mql`'s (TD3's targets, the propensity weights, the effective sample size,
 the proximal term); these two modules run them:
 
-1. **Meta-training** (the multi-task TD3 objective): one actor-critic for all ``train_goals`` goals, each
+1. **Meta-training** (the multi-task TD3 objective): one actor-critic for all training goals (``train_goals``
+   new ones at every collection, so the old buffer covers the goal square), each
    transition's input extended by a context ``z_t`` — the mean of an embedding ``phi(s, a, r, s')`` of the
    transitions before ``t`` in the same episode (a *set* context, the issue's alternative to a GRU; it is
    an MLP, so every network here is an MLP and runs per task through
    :func:`metaedu.nn.functional.batched_forward`). The state is ``(x, y, t / H)``.
 2. **A new goal**: ``new_episodes`` episodes of the meta-trained actor with exploration noise.
 3. **Adaptation** (eq. 11-12), ``adapt_steps`` Adam steps from theta_meta, for every test goal at once
-   (weights with a leading goal dimension), in three arms on the same new data:
+   (weights with a leading goal dimension), in four arms on the same new data:
 
    * ``"new_only"``: TD3 on the new transitions alone;
    * ``"uniform"``: plus the whole old buffer with weight 1 (reuse without the propensity score);
-   * ``"mql"``: plus the old buffer weighted by beta (logistic regression on ``(s, a, r, s')``,
-     new = 1, old = 0) and the proximal term ``lambda / 2 ||theta - theta_meta||^2``, lambda = 1 - ESS(beta).
+   * ``"weighted"``: plus the old buffer weighted by beta, without the proximal term (an ablation);
+   * ``"mql"``: plus the old buffer weighted by beta (logistic regression on ``(s, a, r, s')`` and the
+     context after it, new = 1, old = 0) and the proximal term ``lambda / 2 ||theta - theta_meta||^2``, lambda = 1 - ESS(beta).
 
    ``"meta"`` (no adaptation) is scored too. A policy is scored by one deterministic episode on its goal
    (the start and the dynamics are deterministic).
@@ -47,7 +49,7 @@ class MQLSettings:
     """The navigation experiment: context TD3, meta-training, new-task data and the three adaptations."""
 
     horizon: int = 10  # H, steps of an episode (goals are at most 5 steps of 0.1 away)
-    train_goals: int = 20  # training tasks
+    train_goals: int = 20  # training tasks per collection (new goals each time)
     hidden: tuple[int, ...] = (64, 64)  # hidden layers of the actor, the critics and phi
     context: int = 16  # size of z
     discount: float = 0.5  # gamma (a short-sighted critic suffices: the reward is dense)
@@ -63,8 +65,8 @@ class MQLSettings:
     warmup_episodes: int = 4  # episodes per training goal before the first update
     test_goals: int = 20  # new goals behind every interval
     new_episodes: int = 2  # episodes of the new goal before adapting
-    adapt_steps: int = 100  # Adam steps of adaptation
-    adapt_lr: float = 3e-4  # Adam's step in adaptation
+    adapt_steps: int = 50  # Adam steps of adaptation
+    adapt_lr: float = 1e-3  # Adam's step in adaptation
     old_batch_episodes: int = 8  # old episodes per adaptation step
     clip: float = 20.0  # beta is clipped above at this value
 
@@ -229,7 +231,8 @@ def polyak_update(target: Params, params: Params, rate: float) -> None:
 
 
 def meta_train(settings: MQLSettings, seed: int = 0, device="cpu"):
-    """Multi-task TD3 with a set context on ``train_goals`` goals (drawn from ``seed``).
+    """Multi-task TD3 with a set context; every collection runs one episode on each of ``train_goals`` new goals
+    (the warm-up ``warmup_episodes`` on each of its goals), all drawn from ``seed``.
 
     Returns ``(model, theta_meta [leading dimension 1], the old buffer, its goals [n_episodes, 2],
     mean return of each collection's episodes)``.
@@ -241,19 +244,21 @@ def meta_train(settings: MQLSettings, seed: int = 0, device="cpu"):
     critic_keys = [k for k in params if not k.startswith("actor.")]
     opt_critic = torch.optim.Adam([params[k] for k in critic_keys], lr=settings.lr)
     opt_actor = torch.optim.Adam([params[k] for k in params if k.startswith("actor.")], lr=settings.lr)
-    goals = PointNavigation.sample_goals(settings.train_goals, generator, device)
     max_action = PointNavigation(1).max_action
 
-    def collect(episodes: int) -> Trajectories:
+    def collect(episodes: int) -> tuple[Trajectories, torch.Tensor]:
+        goals = PointNavigation.sample_goals(settings.train_goals, generator, device)  # new tasks each time
         frozen = {k: v.detach() for k, v in params.items()}
-        return run_episodes(model, frozen, goals, episodes, settings, generator, settings.explore_noise)
+        return (run_episodes(model, frozen, goals, episodes, settings, generator, settings.explore_noise),
+                goals.repeat_interleave(episodes, 0))
 
-    parts = [collect(settings.warmup_episodes)]
-    owners = [goals.repeat_interleave(settings.warmup_episodes, 0)]
+    first, first_goals = collect(settings.warmup_episodes)
+    parts, owners = [first], [first_goals]
     curve = [float(parts[0].returns().mean())]
     for i in range(settings.meta_steps):
         if i and i % settings.collect_every == 0:
-            parts.append(collect(1))
+            episodes, goals = collect(1)
+            parts.append(episodes)
             owners.append(goals)
             curve.append(float(parts[-1].returns().mean()))
             buffer = Trajectories.cat(parts)
