@@ -2,8 +2,8 @@
 
     python scripts/build_grbal_seeds.py
 
-Trains MB, GrBAL and ReBAL on each of ``metaedu.rl.grbal_seeds.SEEDS`` (ReBAL also four times longer on three),
-runs the crippled-motor test and writes ``metaedu/pretrained/grbal_seeds.json`` (about 4 minutes of CPU);
+Trains MB, GrBAL and ReBAL on each of ``metaedu.rl.grbal_seeds.SEEDS`` (ReBAL also four times longer on seed 0),
+runs the crippled-motor test and writes ``metaedu/pretrained/grbal_seeds.json`` (about 3 minutes of CPU);
 ``tests/test_rl_grbal.py`` re-runs one seed and compares it with the file.
 """
 

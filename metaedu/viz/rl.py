@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -129,7 +131,7 @@ def paired_points(values: dict[str, torch.Tensor], names: dict[str, str], ylabel
     """One column per method: a dot per ``unit`` (seed, goal), the same unit joined across columns by a grey
     line (the comparison is paired), and the mean with its 95% interval over units as a black bar."""
     keys = list(values)
-    fig, ax = axes_for(ax, (1.9 * len(keys) + 2.5, 4.8))
+    fig, ax = axes_for(ax, (2.1 * len(keys) + 2.5, 5.2))
     data = np.stack([values[k].double().numpy() for k in keys])  # [methods, units]
     x = np.arange(len(keys))
     for j in range(data.shape[1]):
@@ -140,7 +142,7 @@ def paired_points(values: dict[str, torch.Tensor], names: dict[str, str], ylabel
         half = 1.96 * data[i].std(ddof=1) / data.shape[1] ** 0.5 if data.shape[1] > 1 else 0.0
         ax.errorbar(x[i] + 0.18, data[i].mean(), yerr=half, fmt="_", color="black", markersize=18, capsize=5,
                     lw=2, zorder=3)
-    ax.set_xticks(x, [names.get(k, k).replace(": ", ":\n").replace(" + ", "\n+ ") for k in keys])
+    ax.set_xticks(x, [textwrap.fill(names.get(k, k), 15) for k in keys])
     ax.set_xlim(-0.5, len(keys) - 0.3)
     ax.set_ylabel(ylabel)
     ax.set_title(title or f"one dot per {unit}; black: mean and 95% interval over {data.shape[1]} {unit}s")
