@@ -219,3 +219,25 @@ def test_one_seed_of_the_ten_seed_record_is_reproduced():
         assert again["return_after_failure"][method] == pytest.approx(value, rel=0.02, abs=1.0), method
     for key in ("before", "after"):
         assert again["grbal_error"][key] == pytest.approx(stored["grbal_error"][key], rel=0.02), key
+
+
+def test_the_shipped_full_mode_record_matches_the_full_preset_and_its_verdicts_its_episodes():
+    """The GPU run of benchmarks/rl_full_mode.py that lecture 10 shows: full-preset settings, verdicts that follow
+    from the stored returns of every test episode."""
+    import json
+    from importlib import resources
+
+    from metaedu.verdicts import paired
+
+    record = json.loads(resources.files("metaedu").joinpath("pretrained", "rl_full_mode_half_cheetah.json").read_text())
+    full = GrBALSettings.full()
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in record["settings"].items()}
+    assert stored == {**full.__dict__, "checkpoint": False}
+    after = {m: torch.tensor(v) for m, v in record["return_after_failure"].items()}
+    assert all(len(v) == full.test_episodes for v in after.values())
+    for verdict, other in zip(record["verdicts"], ("mb", "mb_de")):
+        again = paired("GrBAL", after["grbal"], verdict["b"], after[other], verdict["what"])
+        assert again.outcome == verdict["outcome"]
+        assert again.diff == pytest.approx(verdict["diff"]) and again.ci95 == pytest.approx(verdict["ci95"])
+    for method in ("mb", "grbal"):
+        assert 0 < record["training"][method]["steps_done"] <= full.steps
