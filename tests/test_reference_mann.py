@@ -40,6 +40,8 @@ def test_the_score_is_mann_at_the_2nd_instance_and_the_extras_score_three_method
     curves = extras["accuracy"]
     assert set(curves) == {"MANN", "LSTM", "nearest neighbour (same pixels)"}
     assert curves["MANN"]["2"]["mean"] == pytest.approx(record["score"]["mean"])
+    assert extras["per_episode"]["MANN"]["2"] == pytest.approx(record["per_episode"], abs=1e-4)
+    assert all(len(v) == extras["episodes"] for acc in extras["per_episode"].values() for v in acc.values())
     # an independent slow path: the nearest neighbour on the first 20 test episodes, one step at a time
     seq = mann_reference._test_batches(settings, "cpu", 20)[0]
     hits = []
@@ -53,11 +55,11 @@ def test_the_score_is_mann_at_the_2nd_instance_and_the_extras_score_three_method
     assert float(fast.mean()) == pytest.approx(by_hand)  # every episode has 5 second instances: equal weights
 
 
-def test_bad_input_to_the_mann_reference_is_refused_clearly(written):
+def test_bad_input_to_the_mann_reference_is_refused_clearly(written, tmp_path):
     folder, _ = written
+    with pytest.raises(FileNotFoundError, match="metaedu pretrain mann"):
+        reference.load("mann", folder=tmp_path)
     model, settings, _ = reference.load("mann", "cpu", folder=folder)
-    with pytest.raises(ValueError, match="trains both networks equally long"):
-        mann_reference._train(model, dataclasses.replace(settings, baseline_steps=3), "cpu", 0)
     with pytest.raises(ValueError, match="per_class must be >= 10"):
         mann_reference._build(dataclasses.replace(settings, per_class=5), "cpu")
     with pytest.raises(ValueError, match="reads pixels"):
