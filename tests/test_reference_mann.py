@@ -7,6 +7,8 @@ import dataclasses
 import json
 
 import pytest
+import torch
+
 from metaedu import reference
 from metaedu.algorithms import mann
 from metaedu.reference import mann as mann_reference
@@ -42,6 +44,11 @@ def test_the_score_is_mann_at_the_2nd_instance_and_the_extras_score_three_method
     assert curves["MANN"]["2"]["mean"] == pytest.approx(record["score"]["mean"])
     assert extras["per_episode"]["MANN"]["2"] == pytest.approx(record["per_episode"], abs=1e-4)
     assert all(len(v) == extras["episodes"] for acc in extras["per_episode"].values() for v in acc.values())
+    scores, values = mann_reference.recorded_curves(record)
+    assert scores["LSTM"][10].mean == pytest.approx(float(values["LSTM"][10].mean()), abs=1e-4)
+    assert scores["MANN"][2].n == values["MANN"][2].numel() == record["score"]["n"]
+    with pytest.raises(ValueError, match="expected the record of the 'mann' reference"):
+        mann_reference.recorded_curves({**record, "name": "maml-5way"})
     # an independent slow path: the nearest neighbour on the first 20 test episodes, one step at a time
     seq = mann_reference._test_batches(settings, "cpu", 20)[0]
     hits = []
@@ -66,3 +73,17 @@ def test_bad_input_to_the_mann_reference_is_refused_clearly(written, tmp_path):
         mann_reference._per_episode(model, dataclasses.replace(settings, encoder="conv4"), "cpu", 10)
     with pytest.raises(ValueError, match="episodes must be at least 1"):
         mann_reference._accuracies(model, settings, "cpu", 0)
+
+
+@pytest.mark.skipif(not reference.paths("mann")[1].is_file(), reason="no shipped MANN reference (metaedu pretrain mann)")
+def test_the_shipped_mann_reference_reproduces_its_curves(glyphs):
+    """The shipped file re-scores to its record: MANN (the score) and the LSTM and the nearest neighbour (extras)."""
+    torch.set_num_threads(1)
+    model, settings, record = reference.load("mann", "cpu")
+    scores, values = mann_reference.recorded_curves(record)
+    now = mann_reference._accuracies(model, settings, "cpu", record["extras"]["episodes"])
+    for name in ("MANN", "LSTM", "nearest neighbour (same pixels)"):
+        for k in mann.INSTANCES:
+            assert abs(float(now[name][k].mean()) - scores[name][k].mean) <= scores[name][k].ci95, (name, k)
+            changed = (now[name][k].double() - values[name][k]).abs() > 1e-3
+            assert int(changed.sum()) <= max(1, len(changed) // 50), f"{name}, instance {k}: episodes score differently"

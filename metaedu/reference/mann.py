@@ -17,6 +17,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from metaedu.evaluation import Score
 from metaedu.reference.spec import EVAL_SEED, Spec, glyphs
 
 NAME = "mann"
@@ -110,6 +111,18 @@ def _extras(model: nn.ModuleDict, settings, device) -> dict:
     values = {name: {str(k): [round(float(x), 4) for x in v] for k, v in acc.items()} for name, acc in per_episode.items()}
     return {"instances": list(mann.INSTANCES), "episodes": SPEC.episodes, "accuracy": curves,
             "per_episode": values}  # each test episode's accuracy: paired comparisons without re-scoring
+
+
+def recorded_curves(record: dict) -> tuple[dict[str, dict[int, Score]], dict[str, dict[int, torch.Tensor]]]:
+    """From a record (``reference.read_record("mann")``): each method's accuracy with its interval at each
+    instance, ``{method: {k: Score}}``, and each test episode's accuracy, ``{method: {k: [episodes]}}``."""
+    if record.get("name") != NAME:
+        raise ValueError(f"expected the record of the {NAME!r} reference, got {record.get('name')!r}")
+    extras = record["extras"]
+    scores = {name: {int(k): Score(**s) for k, s in acc.items()} for name, acc in extras["accuracy"].items()}
+    values = {name: {int(k): torch.tensor(v, dtype=torch.float64) for k, v in acc.items()}
+              for name, acc in extras["per_episode"].items()}
+    return scores, values
 
 
 SPEC = Spec(
