@@ -49,6 +49,19 @@ def test_the_score_is_mann_at_the_2nd_instance_and_the_extras_score_three_method
     assert scores["MANN"][2].n == values["MANN"][2].numel() == record["score"]["n"]
     with pytest.raises(ValueError, match="expected the record of the 'mann' reference"):
         mann_reference.recorded_curves({**record, "name": "maml-5way"})
+    # a record without the per-episode extras is re-scored from its weights: the same curves
+    loaded, scores_file, values_file = mann_reference.curves(folder)
+    assert loaded == json.loads(json.dumps(record)) and values_file["MANN"][2].tolist() == values["MANN"][2].tolist()
+    older = {**loaded, "extras": {k: v for k, v in loaded["extras"].items() if k != "per_episode"}}
+    (folder / "mann.json").write_text(json.dumps(older))
+    try:
+        _, scores_again, values_again = mann_reference.curves(folder)
+    finally:
+        (folder / "mann.json").write_text(json.dumps(loaded))
+    for name in scores:
+        for k in mann.INSTANCES:
+            assert values_again[name][k].tolist() == pytest.approx(values[name][k].tolist(), abs=1e-3)
+            assert scores_again[name][k].mean == pytest.approx(scores[name][k].mean, abs=1e-3)
     # an independent slow path: the nearest neighbour on the first 20 test episodes, one step at a time
     seq = mann_reference._test_batches(settings, "cpu", 20)[0]
     hits = []
