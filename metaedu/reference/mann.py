@@ -52,9 +52,10 @@ def _build(settings, device) -> nn.ModuleDict:
     return nn.ModuleDict({kind: mann.build_model(kind, settings, shape, device) for kind in ("mann", "lstm")})
 
 
-def _train(model: nn.ModuleDict, settings, device, seed: int, max_seconds: float | None = None):
+def _train(model: nn.ModuleDict, settings, device, seed: int, max_seconds: float | None = None) -> int:
     """MANN for ``settings.steps`` updates (or ``MANN_SHARE`` of the budget), then the LSTM for as many
-    (``settings.baseline_steps`` is not used: the paper trains both equally); returns the settings as trained."""
+    (``settings.baseline_steps`` is not used: the paper trains both equally); returns MANN's updates, which
+    the record keeps as both ``steps`` and ``baseline_steps`` (the spec's two step fields)."""
     from metaedu.algorithms import mann
 
     _check(settings)
@@ -67,7 +68,7 @@ def _train(model: nn.ModuleDict, settings, device, seed: int, max_seconds: float
     lstm = mann.train_model(model["lstm"], sampler, quiet, done, checkpoint=False, desc="LSTM")
     if lstm.steps_done != done:
         raise RuntimeError(f"the LSTM stopped after {lstm.steps_done} of {done} updates")
-    return dataclasses.replace(settings, steps=done, baseline_steps=done)
+    return done
 
 
 def _accuracies(model: nn.ModuleDict, settings, device, episodes: int) -> dict[str, dict[int, torch.Tensor]]:
