@@ -119,7 +119,7 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     real_run = learner.run_plan
 
     def fake_run(plan, part, steps):
-        now[0] += cost.get(str(plan), 100.0) * part.x_support.shape[0]
+        now[0] += cost.get(str(plan), 100.0) * part.x_support.shape[0] / 1000  # cost: ms per task
         return real_run(plan, part, steps)
 
     monkeypatch.setattr(learner, "run_plan", fake_run)
@@ -130,12 +130,15 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     plan, timings = maml_plan.autotune(learner, tasks, 1)
     assert str(plan) == "2/contiguous/grouped"
     assert set(timings) == set(cost)  # 4 per pass was slower than 2: "all" (5 tasks) never tried
-    assert timings["loop"] == pytest.approx(5000.0)
+    assert timings["loop"] == pytest.approx(5.0)
     for p, m in zip(learner.parameters(), marker):
         assert torch.equal(p.grad, m)
 
     cost["loop"] = 1.0  # the loop wins where it is fastest
     assert maml_plan.autotune(learner, tasks, 1)[0] == Plan(loop=True)
+    # a budget spent early still measures MIN_CANDIDATES plans: the loop and the first two batched ones
+    plan, timings = maml_plan.autotune(learner, tasks, 1, budget=0.0)
+    assert list(timings) == ["loop", "1/contiguous/grouped", "2/contiguous/grouped"] and plan == Plan(loop=True)
 
 
 def test_auto_plan_is_cached_keyed_read_back_and_overridden(private_cache, monkeypatch):

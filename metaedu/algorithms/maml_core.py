@@ -240,7 +240,7 @@ class MAML(nn.Module):
         saved, self._forward_options = self._forward_options, plan.forward_options()
         try:
             for start in range(0, n, size):
-                part = slice(start, start + size)
+                part = slice(start, start + size) if size < n else slice(None)  # one pass: no copies
                 losses, out = self.query_losses(tasks.x_support[part], tasks.y_support[part], tasks.x_query[part],
                                                 tasks.y_query[part], steps)
                 (losses.sum() / n).backward()
@@ -248,7 +248,7 @@ class MAML(nn.Module):
                 outs.append(out.detach())
         finally:
             self._forward_options = saved
-        return total / n, torch.cat(outs)
+        return total / n, outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def predict(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, steps: int) -> torch.Tensor:
         """Adapt to each task's support set (no meta-gradient) and return the query outputs, detached."""
