@@ -118,7 +118,10 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     now = [0.0]
     real_run = learner.run_plan
 
+    sizes = {}
+
     def fake_run(plan, part, steps):
+        sizes[str(plan)] = part.x_support.shape[0]
         now[0] += cost.get(str(plan), 100.0) * part.x_support.shape[0] / 1000  # cost: ms per task
         return real_run(plan, part, steps)
 
@@ -131,6 +134,7 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     assert str(plan) == "2/contiguous/grouped"
     assert set(timings) == set(cost)  # 4 per pass was slower than 2: "all" (5 tasks) never tried
     assert timings["loop"] == pytest.approx(5.0)
+    assert sizes == {"loop": 4, "1/contiguous/grouped": 4, "2/contiguous/grouped": 4, "4/contiguous/grouped": 4}
     for p, m in zip(learner.parameters(), marker):
         assert torch.equal(p.grad, m)
 

@@ -246,7 +246,8 @@ def autotune(learner, tasks, steps: int, budget: float = TUNE_SECONDS) -> tuple[
             return timings[str(plan)]
         if len(timings) >= MIN_CANDIDATES and clock() - began > budget:
             return None
-        m = n if plan.tasks_per_pass is None else min(n, max(plan.size(n), SUBSET))
+        whole = plan.tasks_per_pass is None and not plan.loop  # one pass over the whole meta-batch
+        m = n if whole else min(n, max(plan.size(n), SUBSET))
         part = _first(tasks, m)
         best = float("inf")
         for rep in range(1 + REPEATS):
