@@ -130,14 +130,17 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     marker = [torch.full_like(p, 7.0) for p in learner.parameters()]
     for p, m in zip(learner.parameters(), marker):
         p.grad = m.clone()
-    plan, timings = maml_plan.autotune(learner, tasks, 1)
+    plan, timings = maml_plan.autotune(learner, tasks, 1, budget=0.5)
     assert str(plan) == "2/contiguous/grouped"
-    assert set(timings) == set(cost)  # 4 per pass was slower than 2: "all" (5 tasks) never tried
+    assert set(timings) == set(cost)  # 4 per pass was slower than 2 and all 5 would cost over budget / 10
     assert timings["loop"] == pytest.approx(5.0)
     assert sizes == {"loop": 4, "1/contiguous/grouped": 4, "2/contiguous/grouped": 4, "4/contiguous/grouped": 4}
+    sizes.clear()
     for p, m in zip(learner.parameters(), marker):
         assert torch.equal(p.grad, m)
 
+    plan, timings = maml_plan.autotune(learner, tasks, 1)  # the default budget: measuring all 5 is cheap enough
+    assert str(plan) == "2/contiguous/grouped" and timings["all/contiguous/grouped"] == pytest.approx(100.0)
     cost["loop"] = 1.0  # the loop wins where it is fastest
     assert maml_plan.autotune(learner, tasks, 1)[0] == Plan(loop=True)
     # a budget spent early still measures MIN_CANDIDATES plans: the loop and the first two batched ones

@@ -39,6 +39,8 @@ CACHE_FILE = "maml_plans.json"
 TUNE_SECONDS = 15.0  # stop trying further candidates once tuning has taken this long
 REPEATS = 2  # timed runs per candidate after one warm-up run (the fastest counts)
 SUBSET = 4  # candidates of up to this many tasks per pass are timed on this many tasks
+MIN_TIMED = 0.05  # seconds of timed runs per candidate at least (up to MAX_REPEATS runs)
+MAX_REPEATS = 20
 MIN_CANDIDATES = 3  # measured whatever the budget says (the loop and two batched plans, where they exist)
 
 
@@ -228,7 +230,8 @@ def autotune(learner, tasks, steps: int, budget: float = TUNE_SECONDS) -> tuple[
     """Time candidate plans on ``tasks``; return the fastest and every candidate's ms per task.
 
     Stage 1 tries the per-task loop (where the learner allows it) and 1, 2, 4, ... tasks per pass up to
-    the whole meta-batch, in the device's default layout, stopping once a larger pass is slower per task.
+    the whole meta-batch, in the device's default layout, stopping once a larger pass is slower per task
+    (and the next would take over a tenth of the budget to measure).
     Stage 2 (Conv4 only) tries the other layouts and first layers for the best pass size. Small
     passes are timed on ``SUBSET`` tasks and compared per task. Tuning stops adding candidates after
     ``budget`` seconds (of CPU time with one thread, else wall time), once ``MIN_CANDIDATES`` are measured.
@@ -249,14 +252,17 @@ def autotune(learner, tasks, steps: int, budget: float = TUNE_SECONDS) -> tuple[
         whole = plan.tasks_per_pass is None and not plan.loop  # one pass over the whole meta-batch
         m = n if whole else min(n, max(plan.size(n), SUBSET))
         part = _first(tasks, m)
-        best = float("inf")
-        for rep in range(1 + REPEATS):
+        best, spent, rep = float("inf"), 0.0, 0
+        # one warm-up run, then at least REPEATS timed runs and MIN_TIMED seconds of them (short runs are noisy)
+        while rep <= REPEATS or (spent < MIN_TIMED and rep <= MAX_REPEATS):
             for p, _ in saved:
                 p.grad = None
             start = clock()
             learner.run_plan(plan, part, steps)
+            took = clock() - start
             if rep:
-                best = min(best, clock() - start)
+                best, spent = min(best, took), spent + took
+            rep += 1
         timings[str(plan)] = 1000 * best / m
         return timings[str(plan)]
 
@@ -272,7 +278,9 @@ def autotune(learner, tasks, steps: int, budget: float = TUNE_SECONDS) -> tuple[
             if ms is None:
                 break
             sizes.append((ms, plan.tasks_per_pass))
-            if c >= n or (previous is not None and ms > previous):
+            # larger passes stop once one was slower per task, unless the next costs little to measure anyway
+            next_cost = ms / 1000 * min(2 * c, n) * (1 + REPEATS)
+            if c >= n or (previous is not None and ms > previous and next_cost > budget / 10):
                 break
             previous, c = ms, 2 * c
         if conv:

@@ -73,7 +73,7 @@ class GlyphSettings:
     @classmethod
     def quick(cls) -> "GlyphSettings":
         """A laptop CPU: 16 filters, 300 meta-updates of 4 episodes (on meta-validation alphabets as accurate
-        as 200 updates of 8 episodes, at about half the CPU time: a Conv4 meta-batch of 4 is one chunk)."""
+        as 200 updates of 8 episodes, at about half the CPU time)."""
         return cls(hidden=16, n_query=5, meta_batch=4, steps=300, outer_lr=0.005, eval_episodes=200)
 
     @classmethod
