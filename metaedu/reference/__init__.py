@@ -1,0 +1,228 @@
+"""Reference checkpoints: small trained models that let a lecture show paper-scale results in seconds.
+
+Quick mode trains live in the lecture, on a laptop CPU, for a minute; some results a paper is
+known for need far more training than that (MAML on 20-way episodes). A *reference* is such a
+model, trained once with the package's own training code and settings, shipped with the package
+(``metaedu/pretrained/NAME.pt``, at most a few MB) together with a record
+(``metaedu/pretrained/NAME.json``): the settings, the data's identity (glyph set version and seed),
+the command that rebuilds it, where and how long it trained, and its score on fixed test episodes.
+
+* ``metaedu pretrain NAME [--device cuda] [--steps N]`` trains and writes both files
+  (:func:`pretrain`); ``metaedu pretrain --list`` lists the references.
+* :func:`load` gives the model and its record; a file made for another data version or file
+  format is refused with the command that rebuilds it (:class:`StaleReference`).
+* :func:`score` re-scores a model on the record's fixed episodes; ``tests/test_reference.py``
+  checks that every shipped reference reproduces its recorded score to its interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from metaedu.evaluation import Score, mean_ci
+
+FORMAT = 1  # the layout of the record; a file of another format is refused
+FOLDER = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+class StaleReference(RuntimeError):
+    """A shipped reference does not match this package (data version, format): rebuild it."""
+
+
+from metaedu.reference.spec import EVAL_SEED, Spec, glyph_identity  # noqa: E402,F401
+
+#: The reference modules, one per lecture's models; each defines ``SPECS`` (a tuple of :class:`Spec`).
+MODULES = ("glyph_models", "lstm_optimizer", "meta_lstm", "mann", "cactus")
+
+
+def _collect() -> dict[str, Spec]:
+    import importlib
+
+    found: dict[str, Spec] = {}
+    for module in MODULES:
+        try:
+            specs = importlib.import_module(f"metaedu.reference.{module}").SPECS
+        except ModuleNotFoundError as error:
+            if error.name != f"metaedu.reference.{module}":
+                raise
+            continue  # a reference module not written yet
+        for spec in specs:
+            if spec.name in found:
+                raise ValueError(f"two references named {spec.name!r}")
+            found[spec.name] = spec
+    return found
+
+
+SPECS: dict[str, Spec] = _collect()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def paths(name: str, folder: Path | None = None) -> tuple[Path, Path]:
+    folder = Path(folder) if folder is not None else FOLDER
+    return folder / f"{name}.pt", folder / f"{name}.json"
+
+
+def _spec(name: str) -> Spec:
+    if name not in SPECS:
+        raise KeyError(f"no reference named {name!r} (references: {', '.join(sorted(SPECS))})")
+    return SPECS[name]
+
+
+def _data_identity(spec: Spec) -> dict:
+    return spec.data() if spec.data is not None else glyph_identity()
+
+
+def score(name: str, model: torch.nn.Module, settings, device="cpu", episodes: int | None = None) -> tuple[Score, torch.Tensor]:
+    """The reference's score (mean and interval, in ``spec.unit``) on its fixed test episodes (the first ``episodes``)."""
+    spec = _spec(name)
+    values = spec.per_episode(model, settings, torch.device(device), episodes or spec.episodes)
+    return mean_ci(values, unit=spec.unit), values
+
+
+def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, folder: Path | None = None,
+             max_seconds: float | None = None, like: dict | None = None) -> dict:
+    """Train the reference ``name`` with its preset, score it, write ``NAME.pt`` and ``NAME.json``; return the record.
+
+    ``max_seconds`` stops training early (a time budget on a lent machine); the record then says
+    how many steps were done, and its command rebuilds exactly that (``--steps N``, or for a
+    reference trained in stages, ``--like`` its record: every stage's steps). ``like``: train with
+    the settings of that record instead of the preset.
+    """
+    spec = _spec(name)
+    device = torch.device(device)
+    settings = spec.settings() if like is None else _restore(spec.settings(), like["settings"])
+    step_fields = (spec.steps_field,) if isinstance(spec.steps_field, str) else spec.steps_field
+    if steps is not None:
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
+    model = spec.build(settings, device)
+    start = time.perf_counter()
+    done = spec.train(model, settings, device, seed, max_seconds)
+    staged = dataclasses.is_dataclass(done)
+    if staged:  # the settings as trained (several stages, each with its own steps)
+        settings = done
+        done = getattr(settings, step_fields[0])
+    else:  # the steps done: what was trained, for the record and for load()
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, done))
+    seconds = time.perf_counter() - start
+    result, values = score(name, model, settings, device)
+    extras = spec.extras(model, settings, device) if spec.extras is not None else {}
+    weights, record_path = paths(name, folder)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    record = {
+        "name": name, "format": FORMAT, "lecture": spec.lecture, "what": spec.what,
+        "settings_class": type(settings).__name__, "settings": dataclasses.asdict(settings),
+        "data": _data_identity(spec), "seed": seed, "steps": done, "seconds": round(seconds, 1),
+        "device": device_name, "torch": torch.__version__,
+        "command": f"metaedu pretrain {name} " + (f"--like metaedu/pretrained/{name}.json" if staged else f"--steps {done}")
+                   + (" --device cuda" if device.type == "cuda" else ""),
+        "test": {"n_way": spec.n_way, "k_shot": spec.k_shot, "n_query": spec.n_query, "episodes": spec.episodes,
+                 "sampler_seed": EVAL_SEED, "what": spec.test, "higher_is_better": spec.higher_is_better},
+        "score": result.as_dict(),
+        "per_episode": [round(float(v), 4) for v in values],  # for paired comparisons on the same episodes
+        "extras": extras,
+    }
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def load(name: str, device="cpu", folder: Path | None = None) -> tuple[torch.nn.Module, object, dict]:
+    """The shipped reference ``name``: (model, its settings, its record); refuses a missing or stale file."""
+    spec = _spec(name)
+    weights, _ = paths(name, folder)
+    record = read_record(name, folder)
+    if not weights.is_file():
+        raise FileNotFoundError(f"reference {name!r} has a record but no weights in {weights.parent}; "
+                                f"rebuild it with `metaedu pretrain {name}`")
+    settings = _restore(spec.settings(), record["settings"])
+    model = spec.build(settings, torch.device(device))
+    model.load_state_dict(torch.load(weights, map_location=device))
+    return model, settings, record
+
+
+def _restore(default, saved: dict):
+    """``default`` (a settings dataclass) with the saved fields; nested settings are restored field by field."""
+    fields = {}
+    for key, value in saved.items():
+        current = getattr(default, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            fields[key] = _restore(current, value)
+        else:
+            fields[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(default, **fields)
+
+
+def read_record(name: str, folder: Path | None = None) -> dict:
+    """The record of the shipped reference ``name`` without loading its model (a lecture's table reads it).
+
+    Refuses a missing or stale record, as :func:`load` does, naming the command that rebuilds it.
+    """
+    spec = _spec(name)
+    weights, record_path = paths(name, folder)
+    rebuild = f"rebuild it with `metaedu pretrain {name}`"
+    if not record_path.is_file():
+        raise FileNotFoundError(f"reference {name!r} is not in {record_path.parent}; {rebuild}")
+    record = json.loads(record_path.read_text())
+    if record.get("format") != FORMAT:
+        raise StaleReference(f"reference {name!r} has file format {record.get('format')}, this package reads {FORMAT}; {rebuild}")
+    if record.get("data") != _data_identity(spec):
+        raise StaleReference(f"reference {name!r} was trained on {record.get('data')}, this package has "
+                             f"{_data_identity(spec)}; {rebuild}")
+    return record
+
+
+def recorded_per_episode(record: dict) -> torch.Tensor:
+    """The reference's score on each of its fixed test episodes, as recorded (float64)."""
+    return torch.tensor(record["per_episode"], dtype=torch.float64)
+
+
+def recorded_score(record: dict) -> Score:
+    s = record["score"]
+    return Score(s["mean"], s["ci95"], s["n"], s.get("unit", "%"))
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from metaedu.runtime import get_device, set_threads
+
+    if args.list or not args.name:
+        for spec in SPECS.values():
+            have = "shipped" if paths(spec.name)[0].is_file() else "missing"
+            print(f"{spec.name:<16} lecture {spec.lecture}  {have:<8} {spec.what}")
+        return 0
+    set_threads()
+    budget = 60 * args.minutes if args.minutes else None
+    like = json.loads(Path(args.like).read_text()) if args.like else None
+    record = pretrain(args.name, get_device(args.device), args.steps, args.seed, Path(args.out) if args.out else None,
+                      budget, like)
+    test = record["test"]
+    what = test["what"] or f"{test['n_way']}-way {test['k_shot']}-shot accuracy"
+    print(f"{record['name']}: {record['steps']} steps in {record['seconds']:.0f} s on {record['device']}; "
+          f"{what} {Score(**record['score'])} on {test['episodes']} fixed episodes")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("pretrain", help="train a reference checkpoint that the lectures load")
+    p.add_argument("name", nargs="?", choices=sorted(SPECS), help="which reference")
+    p.add_argument("--list", action="store_true", help="list the references and whether they are shipped")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=None, help="meta-updates (default: the reference preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=None, help="stop training after this long (the record keeps the steps done)")
+    p.add_argument("--like", default=None, metavar="RECORD",
+                   help="train with the settings of this record (NAME.json): rebuilds a reference trained in stages")
+    p.add_argument("--out", default=None, help="folder for NAME.pt and NAME.json (default: the package's pretrained/)")
+    p.set_defaults(func=_pretrain)
