@@ -61,6 +61,7 @@ BAD = {
     "SemiSupervisedGNNSettings": {"choice": "best"},
     "ARMLSettings": {"vertices": 0},
     "ARMLImageSettings": {"n_way": 1},
+    "MQLSettings": {"discount": 1.0},
     "MemorizationPoseSettings": {"beta": -1.0},
     "MemorizationClassificationSettings": {"regularizer": "dropout"},
     "MemorizationSinusoidSettings": {"inner_lr": -0.01},

@@ -30,7 +30,7 @@ d = ``policy_delay``, beta = the propensity weights (``weights``), lambda = 1 - 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -69,6 +69,8 @@ class MQLSettings:
     adapt_lr: float = 1e-3  # Adam's step in adaptation
     old_batch_episodes: int = 8  # old episodes per adaptation step
     clip: float = 20.0  # beta is clipped above at this value
+    checkpoint: bool = field(default=False, repr=False)  # the course's convention (full() turns it on); meta-training
+    #   here is not checkpointed: quick mode loads it (metaedu.rl.mql_reference), a full run takes minutes
 
     @classmethod
     def quick(cls) -> "MQLSettings":
@@ -78,7 +80,7 @@ class MQLSettings:
     def full(cls) -> "MQLSettings":
         """Longer meta-training and adaptation, more goals (a GPU run of minutes)."""
         return cls(hidden=(256, 256), train_goals=100, meta_steps=20_000, test_goals=100, adapt_steps=500,
-                   batch_episodes=128)
+                   batch_episodes=128, checkpoint=True)
 
     def __post_init__(self) -> None:
         check_settings(self, positive=("horizon", "train_goals", "hidden", "context", "target_noise", "noise_clip",

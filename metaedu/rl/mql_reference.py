@@ -29,7 +29,7 @@ VALIDATION_OFFSET = 40_000  # seed offset of the validation goals (test goals: m
 
 
 def settings_record(settings: mx.MQLSettings) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items() if k != "checkpoint"}
 
 
 def validation_goals(settings: mx.MQLSettings) -> torch.Tensor:
