@@ -34,14 +34,15 @@ def test_the_score_is_the_lstm_minus_tuned_adam_on_the_same_functions():
     s = ref._settings()
     model = ref._build(s, torch.device("cpu"))
     values = ref._quad_per_episode(model, s, torch.device("cpu"), 50)
-    tune = lo.QuadraticProblem.from_settings(s, seed=ref.TUNE_SEED).sample(s.tune_functions)
+    _, tune = ref.float64(model, lo.QuadraticProblem.from_settings(s, seed=ref.TUNE_SEED).sample(s.tune_functions))
     finals = torch.stack([lo.optimize_baseline("Adam", lr, tune, s.horizon)[-1] for lr in s.lr_grid])
     finals = torch.where(torch.isfinite(finals), finals, torch.full_like(finals, float("inf")))
     lr = s.lr_grid[int(finals.median(dim=1).values.argmin())]
-    test = lo.QuadraticProblem.from_settings(s, seed=ref.TEST_SEED).sample(50)
-    expect = torch.log10(lo.optimize_learned(model, test, s.horizon)[-1].double()) \
-        - torch.log10(lo.optimize_baseline("Adam", lr, test, s.horizon)[-1].double())
-    torch.testing.assert_close(values, expect, rtol=1e-4, atol=1e-4)
+    model64, test = ref.float64(model, lo.QuadraticProblem.from_settings(s, seed=ref.TEST_SEED).sample(50))
+    assert test.theta0.dtype == torch.float64 and model.readout.weight.dtype == torch.float32  # a copy is scored
+    expect = torch.log10(lo.optimize_learned(model64, test, s.horizon)[-1]) \
+        - torch.log10(lo.optimize_baseline("Adam", lr, test, s.horizon)[-1])
+    torch.testing.assert_close(values, expect, rtol=1e-9, atol=1e-9)
 
 
 def test_the_mlp_reference_trains_and_scores_on_held_out_digits(tmp_path, monkeypatch):

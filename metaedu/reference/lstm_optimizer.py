@@ -11,7 +11,8 @@ The score, per held-out test function (a quadratic, or a run of a new MLP on the
 the LSTM's log10 loss at step 100 minus tuned Adam's on the same function from the same start
 (lower is better). Adam's learning rate is tuned as the lecture tunes it: the grid ``lr_grid`` on
 training draws (quadratics of seed :data:`TUNE_SEED`; training-digit MLP runs of seed 0), keeping the
-rate with the lowest median loss at step 100. A digits run's loss "at step t" is its mini-batch loss
+rate with the lowest median loss at step 100. Scoring runs in float64 (:func:`float64`), so that a reference trained on
+a GPU re-scores on a CPU to (nearly) the same numbers. A digits run's loss "at step t" is its mini-batch loss
 averaged over steps t-9..t, as in the lecture. The extras keep what the lecture draws: every tuned
 rule's mean loss curve, the paired differences against each rule, and (MLP) step 200 and the ReLU
 network, where the paper's optimizer fails.
@@ -19,6 +20,7 @@ network, where the paper's optimizer fails.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
@@ -148,21 +150,35 @@ def _tuned(settings, run, names, around=None) -> dict[str, float]:
     return {k: lo.tune_baselines(run, settings.horizon, near(around[k]), names=(k,))[k] for k in names}
 
 
+def float64(model, run):
+    """A float64 copy of the optimizer and of a run: float32 rounding, amplified over 100-200 steps, would make a
+    GPU-trained reference score differently on a CPU."""
+    from metaedu.algorithms.learned_optimizer import QuadraticRun, Quadratics
+
+    model = copy.deepcopy(model).double()
+    if isinstance(run, QuadraticRun):
+        return model, QuadraticRun(Quadratics(run.functions.W.double(), run.functions.y.double()), run.theta0.double())
+    return model, dataclasses.replace(run, x=run.x.double(), theta0=run.theta0.double())
+
+
 def _quad_comparison(model, settings, device, episodes: int, names=("Adam",)):
     from metaedu.algorithms import learned_optimizer as lo
 
-    lrs = _tuned(settings, _quadratics(settings, device, TUNE_SEED).sample(settings.tune_functions), names)
-    test = _quadratics(settings, device, TEST_SEED).sample(episodes)
+    _, tune = float64(model, _quadratics(settings, device, TUNE_SEED).sample(settings.tune_functions))
+    lrs = _tuned(settings, tune, names)
+    model, test = float64(model, _quadratics(settings, device, TEST_SEED).sample(episodes))
     return lo.compare(model, test, settings.horizon, lrs)
 
 
 def _mlp_comparison(model, settings, device, episodes: int, names=("Adam",), steps=None, around=None, **change):
     from metaedu.algorithms import learned_optimizer as lo
 
-    tune = digits_problem(settings, "train", MLP_TUNE_SEED, device, **change).sample(settings.mlp_tune, settings.horizon)
+    _, tune = float64(model, digits_problem(settings, "train", MLP_TUNE_SEED, device, **change)
+                      .sample(settings.mlp_tune, settings.horizon))
     lrs = _tuned(settings, tune, names, around)
     # test runs are always drawn for 2 * horizon steps (the draw depends on the length), so every comparison is on the same runs
-    test = digits_problem(settings, "test", TEST_SEED, device, **change).sample(episodes, 2 * settings.horizon)
+    model, test = float64(model, digits_problem(settings, "test", TEST_SEED, device, **change)
+                          .sample(episodes, 2 * settings.horizon))
     return lo.compare(model, test, steps or settings.horizon, lrs)
 
 
