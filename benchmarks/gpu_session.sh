@@ -53,7 +53,7 @@ if [ -f benchmarks/rl_full_mode.py ] && [ -d .gpuwheels ]; then
 fi
 wait
 if wanted maml-speed; then  # alone on the GPU: its timings are not shared with other jobs
-  timeout 120 python3 benchmarks/maml_speed.py --device "$DEVICE" >"$OUT/runs/maml-speed.log" 2>&1
+  timeout 90 python3 benchmarks/maml_speed.py --device "$DEVICE" >"$OUT/runs/maml-speed.log" 2>&1
   echo "maml-speed exit $?" >>"$log"
 fi
 date -u >>"$log"

@@ -12,14 +12,28 @@ import torch
 from metaedu import reference
 
 
-def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, glyphs):
+@pytest.fixture
+def small_tests(monkeypatch):
+    """The MAML reference scored on fewer fixed episodes (a CPU test's budget); everything else as shipped."""
+    import dataclasses
+
+    from metaedu.reference import glyph_models
+
+    spec = dataclasses.replace(reference.SPECS["maml-5way"], episodes=40,
+                               extras=glyph_models._extras(glyph_models._maml_predict, ((5, 5, 10),)))
+    monkeypatch.setitem(reference.SPECS, "maml-5way", spec)
+    monkeypatch.setitem(glyph_models.BY_NAME, "maml-5way", spec)
+
+
+def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, glyphs, small_tests):
     record = reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
     assert record["steps"] == 1 and record["settings"]["steps"] == 1
     assert record["command"] == "metaedu pretrain maml-5way --steps 1"
     assert record["data"]["data"] == "glyphs" and record["test"]["sampler_seed"] == reference.EVAL_SEED
     model, settings, loaded = reference.load("maml-5way", "cpu", folder=tmp_path)
     assert loaded == record and settings.steps == 1 and settings.n_way == 5
-    assert reference.read_record("maml-5way", folder=tmp_path) == record and len(record["per_episode"]) == 400
+    assert reference.read_record("maml-5way", folder=tmp_path) == record and len(record["per_episode"]) == 40
+    assert len(record["extras"]["per_episode"]["5-way 5-shot"]) == 10
     saved = torch.load(tmp_path / "maml-5way.pt")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
     # the recorded score is the model's score on the fixed episodes (the first 40 of them agree too)
@@ -28,7 +42,7 @@ def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, gl
     assert again.mean == first.mean and per_episode.numel() == 40
 
 
-def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_path, glyphs):
+def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_path, glyphs, small_tests):
     reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
     path = tmp_path / "maml-5way.json"
     record = json.loads(path.read_text())

@@ -73,6 +73,13 @@ class BaselineSettings:
         return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
                    finetune_step_grid=(10, 20, 50, 100), tune_episodes=200, finetune_chosen=None, checkpoint=True)
 
+    @classmethod
+    def reference(cls) -> "BaselineSettings":
+        # The meta-learner reference's baselines: full()'s pre-training (cut by the reference's time budget) and a
+        # step grid holding the reference's T = 12, so that the meta-learner can start as fine-tuning at T steps.
+        return cls(pretrain_steps=20000, batch_size=128, pretrain_lr=1e-3, finetune_lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
+                   finetune_step_grid=(6, 12, 24, 48), tune_episodes=100, finetune_chosen=None)
+
     def __post_init__(self) -> None:
         check_settings(self, positive=("pretrain_steps", "batch_size", "pretrain_lr", "finetune_lrs",
                                        "finetune_step_grid", "tune_episodes", "tune_query"),
@@ -120,9 +127,11 @@ def validation_split(data: ClassImageSet, fraction: float = 0.15, seed: int = 0)
 
 def pretrain(
     learner: ConvLearner, data: ClassImageSet, settings: BaselineSettings, device="cpu", seed: int = 0,
-    progress: bool = True, checkpoint: str | Path | bool | None = None,
+    progress: bool = True, checkpoint: str | Path | bool | None = None, max_seconds: float | None = None,
 ) -> tuple[torch.Tensor, History]:
     """Train the learner's conv blocks (with an ``n_classes``-way head) to classify every image of ``data``.
+
+    ``max_seconds`` stops after the step that uses up this much wall time (``history.steps_done``).
 
     Returns the pre-trained theta for ``learner`` (its conv blocks, a zero ``n_way`` head), ``[P]``,
     and the training History. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`.
@@ -146,7 +155,8 @@ def pretrain(
         return {"loss": loss.detach(), "acc": (logits.argmax(-1) == targets[idx]).float().mean() * 100}
 
     history = train(step, settings.pretrain_steps, state={"theta": theta, "opt": opt, "generator": gen},
-                    checkpoint=checkpoint, progress=progress, desc="pre-training")
+                    checkpoint=checkpoint, progress=progress, desc="pre-training",
+                    max_seconds=max_seconds)
     body = theta.detach()[: whole.offsets["head.weight"].start]  # conv and batch-norm parameters
     head = torch.zeros(learner.n_params - body.numel(), device=device)
     return torch.cat([body, head]), history

@@ -118,6 +118,15 @@ class MetaLSTMSettings:
         return cls(filters=32, blocks=4, updates=12, meta_batch=8, meta_steps=20000, meta_lr=1e-3, n_query=15,
                    val_every=500, val_episodes=200, eval_episodes=600, checkpoint=True)
 
+    @classmethod
+    def reference(cls, k_shot: int = 1) -> "MetaLSTMSettings":
+        # The shipped reference (metaedu.reference.meta_lstm): the paper's learner, T, meta-batch and Adam rate,
+        # started as quick mode starts (c_0 the pre-trained network, gates the tuned fine-tune rule at T updates),
+        # trained for as long as a time budget allows (meta_steps is a ceiling), kept by meta-validation.
+        return cls(k_shot=k_shot, filters=32, blocks=4, updates=12, meta_batch=8, meta_steps=20000, meta_lr=1e-3,
+                   c0_lr=1e-3, forget_bias=(8.0, 8.0), warm_start=True, finetune_start=True, val_every=250,
+                   val_episodes=100, eval_episodes=200)
+
     def __post_init__(self) -> None:
         check_settings(self, positive=("n_way", "k_shot", "n_query", "filters", "blocks", "lstm_hidden", "updates",
                                        "meta_batch", "meta_steps", "meta_lr", "c0_lr", "grad_clip", "val_every",
@@ -303,9 +312,11 @@ def build(
 
 def meta_train(
     meta: MetaLearnerLSTM, sampler, settings: MetaLSTMSettings, checkpoint=None, progress: bool = True,
-    validation: Episodes | None = None,
+    validation: Episodes | None = None, max_seconds: float | None = None,
 ):
     """Meta-train Theta with Adam through the shared training loop; returns the History.
+
+    ``max_seconds`` stops after the meta-update that uses up this much wall time (``history.steps_done``).
 
     With ``validation`` episodes (from held-out meta-training alphabets), the weights that score
     best on them (every ``settings.val_every`` meta-updates) are kept; the scores are in
@@ -335,7 +346,7 @@ def meta_train(
         return {"loss": loss.detach(), "acc": acc}
 
     history = train(step, settings.meta_steps, state=state, checkpoint=checkpoint, progress=progress,
-                    desc="meta-learner LSTM")
+                    desc="meta-learner LSTM", max_seconds=max_seconds)
     if keeper is not None:
         keeper.restore()
         history.metrics["val_step"], history.metrics["val_acc"] = list(keeper.steps), list(keeper.accs)

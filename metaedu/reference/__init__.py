@@ -98,16 +98,17 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     spec = _spec(name)
     device = torch.device(device)
     settings = spec.settings()
+    step_fields = (spec.steps_field,) if isinstance(spec.steps_field, str) else spec.steps_field
     if steps is not None:
-        settings = dataclasses.replace(settings, **{spec.steps_field: steps})
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
     model = spec.build(settings, device)
     start = time.perf_counter()
     done = spec.train(model, settings, device, seed, max_seconds)
     if dataclasses.is_dataclass(done):  # the settings as trained (several stages, each with its own steps)
         settings = done
-        done = getattr(settings, spec.steps_field)
+        done = getattr(settings, step_fields[0])
     else:  # the steps done: what was trained, for the record and for load()
-        settings = dataclasses.replace(settings, **{spec.steps_field: done})
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, done))
     seconds = time.perf_counter() - start
     result, values = score(name, model, settings, device)
     extras = spec.extras(model, settings, device) if spec.extras is not None else {}

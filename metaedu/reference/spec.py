@@ -37,7 +37,7 @@ class Spec:
     test: str = ""  # what the score measures, where n_way/k_shot do not say it (one line)
     data: Callable[[], dict] = field(default=None)  # the data's identity (default: the glyphs')
     extras: Callable[[torch.nn.Module, object, torch.device], dict] | None = None
-    steps_field: str = "steps"  # the settings field that counts training steps (the record keeps the steps done)
+    steps_field: str | tuple[str, ...] = "steps"  # the settings field(s) counting training steps (set to the steps done)
 
 
 def glyphs():
