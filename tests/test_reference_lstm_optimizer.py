@@ -73,3 +73,20 @@ def test_bad_input_is_refused_with_a_sentence():
         ref.BY_NAME["lstm-opt-quadratics"].train(ref._build(s, torch.device("cpu")), s, torch.device("cpu"), 0, 0)
     assert torch.equal(ref.log10_loss(torch.tensor([float("inf"), float("nan"), 100.0])),
                        torch.tensor([30.0, 30.0, 2.0], dtype=torch.float64))
+
+
+def test_shipped_records_agree_with_themselves_or_name_the_rebuild_command():
+    """Each shipped record's score is the mean of its per-function values and the extras' LSTM − Adam at step 100
+    (the re-scoring of the shipped weights is tests/test_reference.py's); a missing one names its command."""
+    for name, part in (("lstm-opt-quadratics", "quadratics"), ("lstm-opt-mlp", "mlp")):
+        if not reference.paths(name)[1].is_file():
+            with pytest.raises(FileNotFoundError, match=f"metaedu pretrain {name}"):
+                reference.read_record(name)
+            continue
+        record = reference.read_record(name)
+        per_function = reference.recorded_per_episode(record)
+        assert per_function.numel() == record["score"]["n"] == reference.SPECS[name].episodes
+        assert float(per_function.mean()) == pytest.approx(record["score"]["mean"], abs=1e-4)  # values kept to 4 places
+        at = record["extras"][part][f"step_{record['settings']['horizon']}"]
+        assert at["lstm_minus"]["Adam"]["mean"] == pytest.approx(record["score"]["mean"], abs=1e-9)
+        assert at["log10"]["LSTM"]["mean"] - at["log10"]["Adam"]["mean"] == pytest.approx(record["score"]["mean"], abs=1e-6)
