@@ -114,7 +114,7 @@ def _extras(model: nn.ModuleDict, settings, device) -> dict:
 SPEC = Spec(
     NAME, "04", "MANN and its LSTM baseline, Santoro et al.'s Omniglot task (5 classes x 10 instances, one-hot "
     "labels, 20 x 20 pixels, 128 x 40 memory, 4 heads), trained for a time budget",
-    _settings, _build, _train, _per_episode, n_way=5, k_shot=0, n_query=0, episodes=500,
+    _settings, _build, _train, _per_episode, n_way=5, k_shot=0, n_query=0, episodes=500, check_episodes=50,
     test="MANN's accuracy at the 2nd instance of a class (5 classes x 10 images per episode, evaluation alphabets)",
     extras=_extras, steps_field=("steps", "baseline_steps"),
 )
