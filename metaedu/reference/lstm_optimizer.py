@@ -32,6 +32,7 @@ from metaedu.reference.spec import Spec
 TUNE_SEED = 1  # training draws that tune the hand-designed rules' rates (quadratics; the lecture's SEED + 1)
 TEST_SEED = 1000  # held-out test functions (the lecture's SEED + 1000)
 MLP_TUNE_SEED = 0  # training-digit MLP runs that tune the rules (the lecture's SEED)
+QUAD_TEST, MLP_TEST = 1000, 64  # the fixed test functions: new quadratics; new digit networks on held-out digits
 PROBE_UPDATES = 10  # meta-updates timed on a copy of the model to fit the run count to a time budget
 
 
@@ -150,6 +151,18 @@ def _tuned(settings, run, names, around=None) -> dict[str, float]:
     return {k: lo.tune_baselines(run, settings.horizon, near(around[k]), names=(k,))[k] for k in names}
 
 
+def first(run, n: int):
+    """The first ``n`` functions of a run (the fixed test set is always drawn whole, so its first n do not
+    depend on how many are scored)."""
+    from metaedu.algorithms.learned_optimizer import QuadraticRun, Quadratics
+
+    if not 1 <= n <= run.theta0.shape[0]:
+        raise ValueError(f"can score 1 to {run.theta0.shape[0]} test functions, not {n}")
+    if isinstance(run, QuadraticRun):
+        return QuadraticRun(Quadratics(run.functions.W[:n], run.functions.y[:n]), run.theta0[:n])
+    return dataclasses.replace(run, theta0=run.theta0[:n], batches=run.batches[:, :n])
+
+
 def float64(model, run):
     """A float64 copy of the optimizer and of a run: float32 rounding, amplified over 100-200 steps, would make a
     GPU-trained reference score differently on a CPU."""
@@ -166,7 +179,7 @@ def _quad_comparison(model, settings, device, episodes: int, names=("Adam",)):
 
     _, tune = float64(model, _quadratics(settings, device, TUNE_SEED).sample(settings.tune_functions))
     lrs = _tuned(settings, tune, names)
-    model, test = float64(model, _quadratics(settings, device, TEST_SEED).sample(episodes))
+    model, test = float64(model, first(_quadratics(settings, device, TEST_SEED).sample(QUAD_TEST), episodes))
     return lo.compare(model, test, settings.horizon, lrs)
 
 
@@ -177,8 +190,8 @@ def _mlp_comparison(model, settings, device, episodes: int, names=("Adam",), ste
                       .sample(settings.mlp_tune, settings.horizon))
     lrs = _tuned(settings, tune, names, around)
     # test runs are always drawn for 2 * horizon steps (the draw depends on the length), so every comparison is on the same runs
-    model, test = float64(model, digits_problem(settings, "test", TEST_SEED, device, **change)
-                          .sample(episodes, 2 * settings.horizon))
+    model, test = float64(model, first(digits_problem(settings, "test", TEST_SEED, device, **change)
+                                       .sample(MLP_TEST, 2 * settings.horizon), episodes))
     return lo.compare(model, test, steps or settings.horizon, lrs)
 
 
@@ -243,12 +256,12 @@ BY_NAME: dict[str, Spec] = {
     "lstm-opt-quadratics": Spec(
         "lstm-opt-quadratics", "01", "LSTM optimizer meta-trained on random 10-d quadratics (Andrychowicz et al., "
         "full preset: 2-layer LSTM of 20, unrolls of 20, horizon 100)",
-        _settings, _build, _trainer("quad"), _quad_per_episode, episodes=1000, unit="log10", higher_is_better=False,
+        _settings, _build, _trainer("quad"), _quad_per_episode, episodes=QUAD_TEST, unit="log10", higher_is_better=False,
         test=_TEST + " (new quadratics)", data=_data, extras=_quad_extras, steps_field="quad_episodes"),
     "lstm-opt-mlp": Spec(
         "lstm-opt-mlp", "01", "LSTM optimizer meta-trained on a digits MLP (20 sigmoid units, mini-batches of 128; "
         "Andrychowicz et al.'s MNIST experiment, full preset)",
-        _settings, _build, _trainer("mlp"), _mlp_per_episode, episodes=64, unit="log10", higher_is_better=False,
+        _settings, _build, _trainer("mlp"), _mlp_per_episode, episodes=MLP_TEST, check_episodes=16, unit="log10", higher_is_better=False,
         test=_TEST + " (new MLP runs on held-out digits; loss averaged over steps 91-100)", data=_data,
         extras=_mlp_extras, steps_field="mlp_episodes"),
 }
