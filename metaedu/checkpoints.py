@@ -72,7 +72,9 @@ def _feed(digest, obj) -> None:
     elif isinstance(obj, torch.nn.Module):
         _feed(digest, dict(obj.state_dict()))
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "checkpoint"}
+        # "checkpoint" and fields marked metadata={"fingerprint": False} (how to compute, not what) are left out
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+                  if f.name != "checkpoint" and f.metadata.get("fingerprint", True)}
         _feed(digest, [type(obj).__qualname__, fields])
     elif isinstance(obj, dict):
         digest.update(f"dict:{len(obj)};".encode())

@@ -127,6 +127,36 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+_FREED_MEMORY_LIMIT: int | None = None  # the limit keep_freed_memory applied in this process, if any
+_GLIBC_DEFAULT = 128 * 1024  # glibc's initial M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (malloc.h)
+
+
+def _libc_function(name: str):
+    """A function of the C library through ctypes, or None where it has none (glibc's are missing on
+    macOS, musl, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    library = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(library) if library else None
+        return getattr(libc, name, None)
+    except OSError:
+        return None
+
+
+def _mallopt():
+    return _libc_function("mallopt")
+
+
+def _set_thresholds(limit: int) -> bool:
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's parameter numbers (malloc.h)
+    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
+
+
 def keep_freed_memory(limit: int = 1 << 30) -> bool:
     """Let the C allocator (glibc) keep freed blocks below ``limit`` bytes for reuse instead of
     returning them to the operating system. Returns whether the setting was applied.
@@ -135,20 +165,50 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     again; by default glibc hands each one back to the system and the next step faults its pages
     in anew, which on a laptop CPU costs about a third as much system time as the step's own
     arithmetic (measured on the lectures' Conv4 training). Elsewhere (macOS, musl) this does nothing.
+    The setting lasts for the process; :func:`freed_memory_kept` applies it to one block only.
     """
-    import ctypes
-    import ctypes.util
+    global _FREED_MEMORY_LIMIT
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be a positive number of bytes, got {limit!r}")
+    applied = _set_thresholds(limit)
+    if applied:
+        _FREED_MEMORY_LIMIT = limit
+    return applied
 
-    name = ctypes.util.find_library("c")
+
+def freed_memory_limit() -> int | None:
+    """The limit :func:`keep_freed_memory` set in this process (None: glibc's own thresholds)."""
+    return _FREED_MEMORY_LIMIT
+
+
+@contextmanager
+def freed_memory_kept(limit: int = 1 << 30) -> Iterator[bool]:
+    """:func:`keep_freed_memory` for one block only, an opt-in (``benchmarks/maml_speed.py --keep-freed-memory``).
+
+    Yields whether it was applied. Inside, freed buffers below ``limit`` bytes are kept for reuse
+    (no page faults for a repeated 60 MB activation); after the block the thresholds go back to what
+    they were: glibc's initial 128 kB (glibc then no longer raises the mmap threshold on its own,
+    which costs little) or the process-wide limit an earlier :func:`keep_freed_memory` set, and the
+    memory kept is given back (``malloc_trim``) unless that earlier limit holds. Without glibc's ``mallopt`` (macOS, musl, Windows) it warns
+    once, with the reason, and runs the block unchanged.
+    """
+    import warnings
+
+    global _FREED_MEMORY_LIMIT
+    before = _FREED_MEMORY_LIMIT
+    applied = keep_freed_memory(limit)
+    if not applied:
+        warnings.warn("freed_memory_kept: this C library has no glibc mallopt (not Linux with glibc?), so freed "
+                      "memory is handled as usual and the block runs unchanged", RuntimeWarning, stacklevel=3)
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-    except OSError:
-        mallopt = None
-    if mallopt is None:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's parameter numbers (malloc.h)
-    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
+        yield applied
+    finally:
+        if applied:
+            _set_thresholds(before or _GLIBC_DEFAULT)
+            _FREED_MEMORY_LIMIT = before
+            trim = _libc_function("malloc_trim")
+            if before is None and trim is not None:
+                trim(0)
 
 
 def progress_bars() -> bool:

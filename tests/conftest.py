@@ -9,6 +9,9 @@ import torch
 
 # exercise checks raise in tests (a broken reference solution must fail loudly)
 os.environ.setdefault("METAEDU_STRICT_CHECKS", "1")
+# MAML's plan="auto" takes the fixed rule instead of measuring: float32 results then do not hang on timings
+# (tests/test_maml_plan.py measures, with the variable removed)
+os.environ.setdefault("METAEDU_MAML_PLAN", "fixed")
 torch.set_num_threads(int(os.environ.get("METAEDU_THREADS", "1")))
 
 

@@ -41,14 +41,15 @@ from metaedu.algorithms.maml_settings import GlyphSettings, SinusoidSettings, Tw
 def sinusoid_learner(settings: SinusoidSettings, device="cpu") -> MAML:
     """Finn's regressor: an MLP 1-hidden-1 with ReLUs, wrapped in the settings' MAML variant."""
     model = MLP((1, *settings.hidden, 1)).to(device)
-    return MAML(model, "mse", settings.inner_lr, settings.first_order, settings.meta_sgd, settings.anil).to(device)
+    return MAML(model, "mse", settings.inner_lr, settings.first_order, settings.meta_sgd, settings.anil,
+                plan=settings.plan).to(device)
 
 
 def glyph_learner(settings: GlyphSettings, in_channels: int = 1, image_size: int = 28, device="cpu") -> MAML:
     """Conv4 with an ``n_way`` head and batch statistics only, wrapped in the settings' MAML variant."""
     model = Conv4(in_channels, settings.hidden, settings.n_way, track_running_stats=False, image_size=image_size)
     return MAML(model.to(device), "cross_entropy", settings.inner_lr, settings.first_order,
-                settings.meta_sgd, settings.anil).to(device)
+                settings.meta_sgd, settings.anil, plan=settings.plan).to(device)
 
 
 def meta_train(learner: MAML, sampler, settings, checkpoint=None, progress: bool = True, desc: str = "MAML",

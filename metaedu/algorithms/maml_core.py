@@ -43,9 +43,11 @@ task dimension (no copy), the summed support losses are differentiated once
 the forward pass is batched per backbone (:mod:`metaedu.nn.functional`, which
 also states the batch-norm policy: each task's own batch statistics, no running
 statistics). The module is never copied and its parameters are never rewritten.
-Training calls :meth:`MAML.meta_gradient`, which backpropagates the meta-batch
-in chunks of tasks where that is faster (Conv4 on the CPU: 4 at a time) and
-keeps only one chunk's graph in memory.
+Training calls :meth:`MAML.meta_gradient`, which runs the meta-batch as a
+:class:`~metaedu.algorithms.maml_plan.Plan` says: all tasks in one pass, a few per
+pass (only one pass's graph in memory at a time), or the per-task loop, in the
+memory layout measured fastest on this machine for these shapes
+(:mod:`metaedu.algorithms.maml_plan`); every plan gives the same meta-gradient.
 """
 
 
@@ -55,7 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaedu.nn.backbones import Conv4
+from metaedu.algorithms import maml_plan
+from metaedu.algorithms.maml_plan import Plan
 from metaedu.nn.functional import (
     Params,
     batched_forward,
@@ -101,7 +104,10 @@ class MAML(nn.Module):
         first_order: drop the second derivatives in the meta-gradient.
         meta_sgd: learn one alpha per parameter entry.
         anil: adapt only the head (:func:`head_names`) in the inner loop.
-        task_chunk: tasks per forward pass in :meth:`meta_gradient` (None: see :meth:`chunk_size`).
+        task_chunk: tasks per forward pass in :meth:`meta_gradient` (short for ``plan=Plan(task_chunk)``).
+        plan: how :meth:`meta_gradient` runs: ``"auto"`` (measured on the first meta-batch of each shape and
+            cached, :mod:`metaedu.algorithms.maml_plan`), a :class:`~metaedu.algorithms.maml_plan.Plan`, or
+            its text, e.g. ``"loop"`` or ``"2/contiguous/unfold"``.
 
     Example::
 
@@ -111,7 +117,7 @@ class MAML(nn.Module):
     """
 
     def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01, first_order: bool = False,
-                 meta_sgd: bool = False, anil: bool = False, task_chunk: int | None = None) -> None:
+                 meta_sgd: bool = False, anil: bool = False, task_chunk: int | None = None, plan="auto") -> None:
         super().__init__()
         if not callable(loss) and loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} or a function (outputs, targets) -> [tasks], got {loss!r}")
@@ -122,7 +128,14 @@ class MAML(nn.Module):
         self.first_order, self.meta_sgd, self.anil = first_order, meta_sgd, anil
         if task_chunk is not None and task_chunk < 1:
             raise ValueError(f"task_chunk must be a positive number of tasks or None, got {task_chunk!r}")
-        self.task_chunk = task_chunk
+        plan = maml_plan.parse_plan(plan)
+        if task_chunk is not None:
+            if plan != "auto":
+                raise ValueError(f"give task_chunk or plan, not both (got {task_chunk!r} and {str(plan)!r})")
+            plan = Plan(tasks_per_pass=task_chunk)
+        self.plan = plan  # "auto" or a Plan
+        self._plans: dict = {}  # plans chosen for "auto", by shapes (this process's memo of the cache)
+        self._forward_options: dict = {}  # the running plan's Conv4 options for batched_forward
         names = [n for n, _ in model.named_parameters()]
         self.adapted = head_names(model) if anil else names  # the parameters the inner loop changes
         self.inner_lrs = nn.ParameterDict(
@@ -135,7 +148,7 @@ class MAML(nn.Module):
 
     def task_losses(self, fast: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-task mean loss ``[tasks]`` and the outputs ``[tasks, n, out]`` of the weights ``fast``."""
-        out = batched_forward(self.model, fast, x)  # [tasks, n, out]
+        out = batched_forward(self.model, fast, x, **self._forward_options)  # [tasks, n, out]
         return task_loss(out, y, self.loss), out
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int,
@@ -170,7 +183,8 @@ class MAML(nn.Module):
             grads = torch.autograd.grad(loss.sum(), [fast[n] for n in self.adapted], create_graph=create_graph)
             fast = dict(fast)
             for name, g in zip(self.adapted, grads):
-                fast[name] = fast[name] - self.alpha(name) * g  # theta' = theta - alpha * grad
+                alpha = self.alpha(name)  # theta' = theta - alpha * grad (one fused operation for a fixed alpha)
+                fast[name] = fast[name] - alpha * g if self.meta_sgd else torch.add(fast[name], g, alpha=-alpha)
             path.append(fast)
         return path if keep_path else fast
 
@@ -189,41 +203,53 @@ class MAML(nn.Module):
         loss, out = self.query_losses(tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query, steps)
         return loss.mean(), out
 
-    def chunk_size(self, tasks: int, device) -> int:
-        """How many tasks :meth:`meta_gradient` sends through the network at once.
+    def plan_for(self, tasks, steps: int) -> Plan:
+        """The plan :meth:`meta_gradient` uses for this meta-batch's shapes (measured once when ``plan="auto"``)."""
+        if self.plan != "auto":
+            return self.plan
+        x = tasks.x_support
+        imposed = maml_plan.environment_plan(self, x.device)
+        if imposed is not None:
+            return imposed
+        memo = (tuple(x.shape), tuple(tasks.x_query.shape), x.dtype, str(x.device), steps, torch.get_num_threads())
+        if memo not in self._plans:
+            self._plans[memo] = maml_plan.choose(self, tasks, steps)
+        return self._plans[memo]
 
-        ``task_chunk`` when it was given; otherwise all of them, except for a
-        convolutional backbone on the CPU, where 4 at a time is faster: a
-        32-task meta-batch of Conv4 activations no longer fits the caches, and
-        the convolutions themselves gain nothing from a larger batch (see
-        ``benchmarks/maml_speed.py``).
-        """
-        if self.task_chunk is not None:
-            return min(self.task_chunk, tasks)
-        if torch.device(device).type == "cpu" and isinstance(self.model, Conv4):
-            return min(4, tasks)
-        return tasks
+    def loop_allowed(self) -> bool:
+        """Whether the per-task loop computes this learner's objective (not so where a subclass changes it)."""
+        return all(getattr(type(self), m) is getattr(MAML, m) for m in ("adapt", "task_losses", "query_losses"))
 
     def meta_gradient(self, tasks, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Backpropagate the meta-objective into the parameters' ``.grad``; return it (detached) and the outputs.
 
-        The same gradient as ``meta_loss(tasks, steps)[0].backward()``, computed a
-        chunk of tasks at a time (:meth:`chunk_size`): the meta-loss is a mean over
-        tasks, so each chunk's share is backpropagated and then freed, and the
-        peak memory is that of one chunk. Gradients accumulate, as with
-        ``backward()``: zero them first.
+        The same gradient as ``meta_loss(tasks, steps)[0].backward()``, computed as :meth:`plan_for` says:
+        the meta-loss is a mean over tasks, so each pass's share is backpropagated and then freed, and
+        the peak memory is that of one pass. Gradients accumulate, as with ``backward()``: zero them first.
         """
+        return self.run_plan(self.plan_for(tasks, steps), tasks, steps)
+
+    def run_plan(self, plan: Plan, tasks, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`meta_gradient` with a given plan (the autotuner times this)."""
         n = tasks.x_support.shape[0]
-        size = self.chunk_size(n, tasks.x_support.device)
+        if plan.loop:
+            if not self.loop_allowed():
+                raise ValueError(f"the plan 'loop' runs MAML's own objective; {type(self).__name__} changes it")
+            return _loop_meta_gradient(self, tasks, steps)
+        size = plan.size(n)
         total, outs = 0.0, []
-        for start in range(0, n, size):
-            part = slice(start, start + size)
-            losses, out = self.query_losses(tasks.x_support[part], tasks.y_support[part], tasks.x_query[part],
-                                            tasks.y_query[part], steps)
-            (losses.sum() / n).backward()
-            total = total + losses.detach().sum()
-            outs.append(out.detach())
-        return total / n, torch.cat(outs)
+        saved, self._forward_options = self._forward_options, plan.forward_options()
+        try:
+            for start in range(0, n, size):
+                part = slice(start, start + size) if size < n else slice(None)  # one pass: no copies
+                losses, out = self.query_losses(tasks.x_support[part], tasks.y_support[part], tasks.x_query[part],
+                                                tasks.y_query[part], steps)
+                (losses.sum() / n).backward()
+                total = total + losses.detach().sum()
+                outs.append(out.detach())
+        finally:
+            self._forward_options = saved
+        return total / n, outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def predict(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, steps: int) -> torch.Tensor:
         """Adapt to each task's support set (no meta-gradient) and return the query outputs, detached."""
@@ -284,6 +310,20 @@ def meta_gradient_of(model: nn.Module, params: Params, tasks, alpha: float, step
 # ----------------------------------------------------------------------------- the slow reference
 
 
+def _one_task(learner: MAML, tasks, i: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task ``i``'s query loss after ``steps`` inner steps, and its query outputs ``[n, out]``, through the
+    unbatched module (``functional_call``) from its own differentiable copy of theta."""
+    fast = {n: p.clone() for n, p in parameter_dict(learner.model).items()}
+    for _ in range(steps):
+        out = single_forward(learner.model, fast, tasks.x_support[i])
+        loss = task_loss(out[None], tasks.y_support[i][None], learner.loss)[0]
+        names = learner.adapted
+        grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=not learner.first_order)
+        fast = {**fast, **{n: fast[n] - learner.alpha(n) * g for n, g in zip(names, grads)}}
+    out = single_forward(learner.model, fast, tasks.x_query[i])
+    return task_loss(out[None], tasks.y_query[i][None], learner.loss)[0], out
+
+
 def per_task_meta_loss(learner: MAML, tasks, steps: int) -> torch.Tensor:
     """The same meta-objective, one task at a time in a Python loop (the usual way; slow).
 
@@ -291,16 +331,17 @@ def per_task_meta_loss(learner: MAML, tasks, steps: int) -> torch.Tensor:
     ``functional_call``; this shares no forward code with :meth:`MAML.adapt`, so the
     tests and the benchmark use it as an independent reference.
     """
-    theta = parameter_dict(learner.model)
-    total = 0.0
-    for i in range(tasks.x_support.shape[0]):
-        fast = {n: p.clone() for n, p in theta.items()}  # a differentiable copy for task i
-        for _ in range(steps):
-            out = single_forward(learner.model, fast, tasks.x_support[i])
-            loss = task_loss(out[None], tasks.y_support[i][None], learner.loss)[0]
-            names = learner.adapted
-            grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=not learner.first_order)
-            fast = {**fast, **{n: fast[n] - learner.alpha(n) * g for n, g in zip(names, grads)}}
-        out = single_forward(learner.model, fast, tasks.x_query[i])
-        total = total + task_loss(out[None], tasks.y_query[i][None], learner.loss)[0]
-    return total / tasks.x_support.shape[0]
+    n = tasks.x_support.shape[0]
+    return sum(_one_task(learner, tasks, i, steps)[0] for i in range(n)) / n
+
+
+def _loop_meta_gradient(learner: MAML, tasks, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plan ``"loop"``: :func:`per_task_meta_loss`'s loop, each task backpropagated as soon as it is done."""
+    n = tasks.x_support.shape[0]
+    total, outs = 0.0, []
+    for i in range(n):
+        loss, out = _one_task(learner, tasks, i, steps)
+        (loss / n).backward()
+        total = total + loss.detach()
+        outs.append(out.detach())
+    return total / n, torch.stack(outs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metaedu.algorithms.maml_plan import parse_plan
 from metaedu.runtime import check_settings, preset
 
 
@@ -30,6 +31,7 @@ class SinusoidSettings:
     steps: int = 70000  # meta-updates
     pretrain_steps: int = 70000  # updates of the jointly trained (pretrained) baseline
     eval_tasks: int = 600  # test tasks behind each reported MSE
+    plan: str = field(default="auto", metadata={"fingerprint": False})  # "auto" (measured, cached), "loop", "all", ...
     checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
@@ -44,6 +46,7 @@ class SinusoidSettings:
         check_settings(self, positive=("k_shot", "n_query", "hidden", "inner_lr", "outer_lr", "meta_batch", "steps",
                                        "pretrain_steps", "eval_tasks"),
                        non_negative=("inner_steps", "test_inner_steps"))
+        parse_plan(self.plan)  # a ValueError naming the problem
 
 
 @dataclass
@@ -64,12 +67,13 @@ class GlyphSettings:
     meta_batch: int = 32  # episodes per meta-update (32 for 5-way, 16 for 20-way)
     steps: int = 60000  # meta-updates
     eval_episodes: int = 600  # test episodes behind each reported accuracy
+    plan: str = field(default="auto", metadata={"fingerprint": False})  # "auto" (measured, cached) or e.g. "2/contiguous/unfold"
     checkpoint: bool = field(default=False, repr=False)  # save under cache_dir() and resume (full() turns it on)
 
     @classmethod
     def quick(cls) -> "GlyphSettings":
         """A laptop CPU: 16 filters, 300 meta-updates of 4 episodes (on meta-validation alphabets as accurate
-        as 200 updates of 8 episodes, at about half the CPU time: a Conv4 meta-batch of 4 is one chunk)."""
+        as 200 updates of 8 episodes, at about half the CPU time)."""
         return cls(hidden=16, n_query=5, meta_batch=4, steps=300, outer_lr=0.005, eval_episodes=200)
 
     @classmethod
@@ -80,6 +84,7 @@ class GlyphSettings:
         check_settings(self, positive=("n_way", "k_shot", "n_query", "hidden", "inner_lr", "outer_lr", "meta_batch",
                                        "steps", "eval_episodes"),
                        non_negative=("inner_steps", "test_inner_steps"))
+        parse_plan(self.plan)  # a ValueError naming the problem
 
     @classmethod
     def twenty_way(cls, mode: str) -> "TwentyWayGlyphSettings":

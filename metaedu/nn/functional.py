@@ -120,7 +120,8 @@ Block = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def grouped_conv_blocks(x: torch.Tensor, blocks: list[Block], n_stats: int | None = None,
-                        channels_last: bool | None = None, eps: float = BN_EPS) -> torch.Tensor:
+                        channels_last: bool | None = None, eps: float = BN_EPS,
+                        unfold_first: bool = False) -> torch.Tensor:
     """[3x3 conv, batch norm, ReLU, 2x2 max-pool] blocks with each task's own weights, all tasks at once.
 
     ``x`` ``[tasks, n, C, H, W]`` -> features ``[tasks, n, out * h * w]`` (flattened as ``nn.Flatten``
@@ -128,20 +129,49 @@ def grouped_conv_blocks(x: torch.Tensor, blocks: list[Block], n_stats: int | Non
     (one group per task), and batch norm over the stacked channels normalises every task with its own
     statistics: those of all ``n`` images, or of the first ``n_stats`` (support statistics applied to
     the queries too). ``channels_last`` (``None``: on the CPU only) picks the faster memory order for
-    these narrow convolutions; the values are the same.
+    these narrow convolutions; the values are the same. ``unfold_first`` computes the first convolution
+    as unfolded 3x3 patches times each task's weights (one batched matrix product) instead of a grouped
+    convolution: with one input channel that layer is far from the kernels' peak, and which of the two
+    is faster depends on the CPU (:mod:`metaedu.algorithms.maml_plan` measures it).
     """
     tasks, n = x.shape[:2]
+    last = bool(channels_last or (channels_last is None and x.device.type == "cpu"))
     h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])  # [n, tasks * C, H, W]
-    if channels_last or (channels_last is None and h.device.type == "cpu"):
+    if last:
         h = h.contiguous(memory_format=torch.channels_last)
-    for conv_w, conv_b, bn_w, bn_b in blocks:
-        h = F.conv2d(h, conv_w.reshape(-1, *conv_w.shape[2:]), conv_b.reshape(-1), padding=1,
-                     groups=tasks)  # [n, tasks * out, H, W]
+    for i, (conv_w, conv_b, bn_w, bn_b) in enumerate(blocks):
+        if i == 0 and unfold_first:
+            h = unfolded_conv(x, conv_w, conv_b, last)  # [n, tasks * out, H, W]
+        else:
+            h = F.conv2d(h, conv_w.reshape(-1, *conv_w.shape[2:]), conv_b.reshape(-1), padding=1,
+                         groups=tasks)  # [n, tasks * out, H, W]
         # one channel of the stacked axis = one (task, channel) pair: per-task statistics
         h = task_batch_norm(h, bn_w.reshape(-1), bn_b.reshape(-1), n_stats, eps)
         # max-pooling first is exact for a ReLU (both are monotone) and leaves the ReLU a quarter of the work
         h = F.relu(F.max_pool2d(h, 2))  # [n, tasks * out, H / 2, W / 2]
     return h.reshape(n, tasks, -1).transpose(0, 1)  # [tasks, n, out * h * w]
+
+
+def unfolded_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A 3x3 convolution (padding 1) with each task's own weights, as patches times weights.
+
+    ``x`` ``[tasks, n, C, H, W]``, ``weight`` ``[tasks, out, C, 3, 3]``, ``bias`` ``[tasks, out]`` ->
+    ``[n, tasks * out, H, W]`` (the stacked layout of :func:`grouped_conv_blocks`), in channels-last
+    memory order when ``channels_last``.
+    """
+    tasks, n, c, height, width = x.shape
+    out = weight.shape[1]
+    cols = F.unfold(x.reshape(tasks * n, c, height, width), 3, padding=1)  # [tasks * n, C * 9, H * W]
+    cols = cols.view(tasks, n, c * 9, height * width)
+    w = weight.reshape(tasks, out, c * 9)
+    if channels_last:  # rows = pixels, columns = channels: [tasks, n * H * W, out]
+        rows = cols.transpose(2, 3).reshape(tasks, n * height * width, c * 9)
+        h = torch.baddbmm(bias.unsqueeze(1), rows, w.transpose(1, 2)).view(tasks, n, height, width, out)
+        h = h.permute(1, 2, 3, 0, 4).reshape(n, height, width, tasks * out)  # [n, H, W, tasks * out]
+        return h.permute(0, 3, 1, 2)  # [n, tasks * out, H, W] with channels-last strides
+    cols = cols.transpose(1, 2).reshape(tasks, c * 9, n * height * width)
+    h = torch.baddbmm(bias.unsqueeze(2), w, cols).view(tasks, out, n, height, width)  # [tasks, out, n, H, W]
+    return h.permute(2, 0, 1, 3, 4).reshape(n, tasks * out, height, width)
 
 
 def task_batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_stats: int | None = None,
@@ -156,15 +186,18 @@ def task_batch_norm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n
     return h * scale[None, :, None, None] + (bias - mean * scale)[None, :, None, None]
 
 
-def conv4_forward(model: Conv4, params: Params, x: torch.Tensor, taps: list[Tap] | None = None) -> torch.Tensor:
+def conv4_forward(model: Conv4, params: Params, x: torch.Tensor, taps: list[Tap] | None = None,
+                  channels_last: bool | None = None, unfold_first: bool = False) -> torch.Tensor:
     """Conv4 with per-task weights as grouped convolutions: ``[tasks, n, C, H, W]`` -> ``[tasks, n, out]``.
 
-    ``taps`` (see the module docstring) receives the linear head, the only fully connected layer.
+    ``taps`` (see the module docstring) receives the linear head, the only fully connected layer;
+    ``channels_last`` and ``unfold_first``: see :func:`grouped_conv_blocks`.
     """
     blocks = [tuple(params[f"features.{i}.{j}.{kind}"] for j, kind in ((0, "weight"), (0, "bias"), (1, "weight"),
                                                                        (1, "bias")))
               for i in range(len(model.features))]
-    z = grouped_conv_blocks(x, blocks, eps=model.features[0][1].eps)  # [tasks, n, hidden * h * w]
+    z = grouped_conv_blocks(x, blocks, eps=model.features[0][1].eps, channels_last=channels_last,
+                            unfold_first=unfold_first)  # [tasks, n, hidden * h * w]
     if model.head is None:
         return z
     out = torch.baddbmm(params["head.bias"].unsqueeze(1), z, params["head.weight"].transpose(1, 2))
@@ -179,12 +212,15 @@ def vmap_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Ten
 
 
 def batched_forward(model: nn.Module, params: Params, x: torch.Tensor, route: str = "auto",
-                    taps: list[Tap] | None = None) -> torch.Tensor:
+                    taps: list[Tap] | None = None, channels_last: bool | None = None,
+                    unfold_first: bool = False) -> torch.Tensor:
     """Apply ``model`` with per-task weights ``params`` (``{name: [tasks, ...]}``) to ``x`` ``[tasks, n, ...]``.
 
     ``route`` is ``"auto"`` (the fastest one for the backbone, see the module
     docstring) or ``"vmap"`` (the generic route, for any module). A list given as
     ``taps`` receives the fully connected layers' inputs and outputs (MLP and Conv4 only).
+    ``channels_last`` and ``unfold_first`` choose how Conv4 runs (:func:`grouped_conv_blocks`; the
+    values are the same either way); other networks ignore them.
     """
     _check_inputs(params, x)
     if route not in ("auto", "vmap"):
@@ -198,7 +234,7 @@ def batched_forward(model: nn.Module, params: Params, x: torch.Tensor, route: st
     if type(model) is MLP:
         return mlp_forward(model, params, x, taps)
     if type(model) is Conv4:
-        return conv4_forward(model, params, x, taps)
+        return conv4_forward(model, params, x, taps, channels_last, unfold_first)
     return vmap_forward(model, params, x)
 
 
