@@ -34,14 +34,18 @@ def test_the_score_is_the_lstm_minus_tuned_adam_on_the_same_functions():
     s = ref._settings()
     model = ref._build(s, torch.device("cpu"))
     values = ref._quad_per_episode(model, s, torch.device("cpu"), 50)
-    tune = lo.QuadraticProblem.from_settings(s, seed=ref.TUNE_SEED).sample(s.tune_functions)
+    _, tune = ref.float64(model, lo.QuadraticProblem.from_settings(s, seed=ref.TUNE_SEED).sample(s.tune_functions))
     finals = torch.stack([lo.optimize_baseline("Adam", lr, tune, s.horizon)[-1] for lr in s.lr_grid])
     finals = torch.where(torch.isfinite(finals), finals, torch.full_like(finals, float("inf")))
     lr = s.lr_grid[int(finals.median(dim=1).values.argmin())]
-    test = lo.QuadraticProblem.from_settings(s, seed=ref.TEST_SEED).sample(50)
-    expect = torch.log10(lo.optimize_learned(model, test, s.horizon)[-1].double()) \
-        - torch.log10(lo.optimize_baseline("Adam", lr, test, s.horizon)[-1].double())
-    torch.testing.assert_close(values, expect, rtol=1e-4, atol=1e-4)
+    model64, test = ref.float64(model, ref.first(lo.QuadraticProblem.from_settings(s, seed=ref.TEST_SEED)
+                                                 .sample(ref.QUAD_TEST), 50))
+    assert test.theta0.dtype == torch.float64 and model.readout.weight.dtype == torch.float32  # a copy is scored
+    expect = torch.log10(lo.optimize_learned(model64, test, s.horizon)[-1]) \
+        - torch.log10(lo.optimize_baseline("Adam", lr, test, s.horizon)[-1])
+    torch.testing.assert_close(values, expect, rtol=1e-9, atol=1e-9)
+    # the first functions do not depend on how many are scored (CI re-scores the first few of a shipped record)
+    torch.testing.assert_close(ref._quad_per_episode(model, s, torch.device("cpu"), 80)[:50], values)
 
 
 def test_the_mlp_reference_trains_and_scores_on_held_out_digits(tmp_path, monkeypatch):
@@ -66,9 +70,28 @@ def test_bad_input_is_refused_with_a_sentence():
     s = ref._settings()
     with pytest.raises(ValueError, match="part must be"):
         ref.digits_problem(s, "validation", 0, "cpu")
+    with pytest.raises(ValueError, match="can score 1 to 3 test functions, not 4"):
+        ref.first(lo.QuadraticProblem.from_settings(s).sample(3), 4)
     with pytest.raises(ValueError, match="outside curves"):
         ref.at_step(torch.zeros(11, 3), 10, window=12)
     with pytest.raises(ValueError, match="max_seconds must be positive"):
         ref.BY_NAME["lstm-opt-quadratics"].train(ref._build(s, torch.device("cpu")), s, torch.device("cpu"), 0, 0)
     assert torch.equal(ref.log10_loss(torch.tensor([float("inf"), float("nan"), 100.0])),
                        torch.tensor([30.0, 30.0, 2.0], dtype=torch.float64))
+
+
+def test_shipped_records_agree_with_themselves_or_name_the_rebuild_command():
+    """Each shipped record's score is the mean of its per-function values and the extras' LSTM − Adam at step 100
+    (the re-scoring of the shipped weights is tests/test_reference.py's); a missing one names its command."""
+    for name, part in (("lstm-opt-quadratics", "quadratics"), ("lstm-opt-mlp", "mlp")):
+        if not reference.paths(name)[1].is_file():
+            with pytest.raises(FileNotFoundError, match=f"metaedu pretrain {name}"):
+                reference.read_record(name)
+            continue
+        record = reference.read_record(name)
+        per_function = reference.recorded_per_episode(record)
+        assert per_function.numel() == record["score"]["n"] == reference.SPECS[name].episodes
+        assert float(per_function.mean()) == pytest.approx(record["score"]["mean"], abs=1e-4)  # values kept to 4 places
+        at = record["extras"][part][f"step_{record['settings']['horizon']}"]
+        assert at["lstm_minus"]["Adam"]["mean"] == pytest.approx(record["score"]["mean"], abs=1e-9)
+        assert at["log10"]["LSTM"]["mean"] - at["log10"]["Adam"]["mean"] == pytest.approx(record["score"]["mean"], abs=1e-6)

@@ -11,7 +11,8 @@ The score, per held-out test function (a quadratic, or a run of a new MLP on the
 the LSTM's log10 loss at step 100 minus tuned Adam's on the same function from the same start
 (lower is better). Adam's learning rate is tuned as the lecture tunes it: the grid ``lr_grid`` on
 training draws (quadratics of seed :data:`TUNE_SEED`; training-digit MLP runs of seed 0), keeping the
-rate with the lowest median loss at step 100. A digits run's loss "at step t" is its mini-batch loss
+rate with the lowest median loss at step 100. Scoring runs in float64 (:func:`float64`), so that a reference trained on
+a GPU re-scores on a CPU to (nearly) the same numbers. A digits run's loss "at step t" is its mini-batch loss
 averaged over steps t-9..t, as in the lecture. The extras keep what the lecture draws: every tuned
 rule's mean loss curve, the paired differences against each rule, and (MLP) step 200 and the ReLU
 network, where the paper's optimizer fails.
@@ -19,6 +20,7 @@ network, where the paper's optimizer fails.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
@@ -30,6 +32,7 @@ from metaedu.reference.spec import Spec
 TUNE_SEED = 1  # training draws that tune the hand-designed rules' rates (quadratics; the lecture's SEED + 1)
 TEST_SEED = 1000  # held-out test functions (the lecture's SEED + 1000)
 MLP_TUNE_SEED = 0  # training-digit MLP runs that tune the rules (the lecture's SEED)
+QUAD_TEST, MLP_TEST = 1000, 64  # the fixed test functions: new quadratics; new digit networks on held-out digits
 PROBE_UPDATES = 10  # meta-updates timed on a copy of the model to fit the run count to a time budget
 
 
@@ -148,21 +151,47 @@ def _tuned(settings, run, names, around=None) -> dict[str, float]:
     return {k: lo.tune_baselines(run, settings.horizon, near(around[k]), names=(k,))[k] for k in names}
 
 
+def first(run, n: int):
+    """The first ``n`` functions of a run (the fixed test set is always drawn whole, so its first n do not
+    depend on how many are scored)."""
+    from metaedu.algorithms.learned_optimizer import QuadraticRun, Quadratics
+
+    if not 1 <= n <= run.theta0.shape[0]:
+        raise ValueError(f"can score 1 to {run.theta0.shape[0]} test functions, not {n}")
+    if isinstance(run, QuadraticRun):
+        return QuadraticRun(Quadratics(run.functions.W[:n], run.functions.y[:n]), run.theta0[:n])
+    return dataclasses.replace(run, theta0=run.theta0[:n], batches=run.batches[:, :n])
+
+
+def float64(model, run):
+    """A float64 copy of the optimizer and of a run: float32 rounding, amplified over 100-200 steps, would make a
+    GPU-trained reference score differently on a CPU."""
+    from metaedu.algorithms.learned_optimizer import QuadraticRun, Quadratics
+
+    model = copy.deepcopy(model).double()
+    if isinstance(run, QuadraticRun):
+        return model, QuadraticRun(Quadratics(run.functions.W.double(), run.functions.y.double()), run.theta0.double())
+    return model, dataclasses.replace(run, x=run.x.double(), theta0=run.theta0.double())
+
+
 def _quad_comparison(model, settings, device, episodes: int, names=("Adam",)):
     from metaedu.algorithms import learned_optimizer as lo
 
-    lrs = _tuned(settings, _quadratics(settings, device, TUNE_SEED).sample(settings.tune_functions), names)
-    test = _quadratics(settings, device, TEST_SEED).sample(episodes)
+    _, tune = float64(model, _quadratics(settings, device, TUNE_SEED).sample(settings.tune_functions))
+    lrs = _tuned(settings, tune, names)
+    model, test = float64(model, first(_quadratics(settings, device, TEST_SEED).sample(QUAD_TEST), episodes))
     return lo.compare(model, test, settings.horizon, lrs)
 
 
 def _mlp_comparison(model, settings, device, episodes: int, names=("Adam",), steps=None, around=None, **change):
     from metaedu.algorithms import learned_optimizer as lo
 
-    tune = digits_problem(settings, "train", MLP_TUNE_SEED, device, **change).sample(settings.mlp_tune, settings.horizon)
+    _, tune = float64(model, digits_problem(settings, "train", MLP_TUNE_SEED, device, **change)
+                      .sample(settings.mlp_tune, settings.horizon))
     lrs = _tuned(settings, tune, names, around)
     # test runs are always drawn for 2 * horizon steps (the draw depends on the length), so every comparison is on the same runs
-    test = digits_problem(settings, "test", TEST_SEED, device, **change).sample(episodes, 2 * settings.horizon)
+    model, test = float64(model, first(digits_problem(settings, "test", TEST_SEED, device, **change)
+                                       .sample(MLP_TEST, 2 * settings.horizon), episodes))
     return lo.compare(model, test, steps or settings.horizon, lrs)
 
 
@@ -227,12 +256,12 @@ BY_NAME: dict[str, Spec] = {
     "lstm-opt-quadratics": Spec(
         "lstm-opt-quadratics", "01", "LSTM optimizer meta-trained on random 10-d quadratics (Andrychowicz et al., "
         "full preset: 2-layer LSTM of 20, unrolls of 20, horizon 100)",
-        _settings, _build, _trainer("quad"), _quad_per_episode, episodes=1000, unit="log10", higher_is_better=False,
+        _settings, _build, _trainer("quad"), _quad_per_episode, episodes=QUAD_TEST, unit="log10", higher_is_better=False,
         test=_TEST + " (new quadratics)", data=_data, extras=_quad_extras, steps_field="quad_episodes"),
     "lstm-opt-mlp": Spec(
         "lstm-opt-mlp", "01", "LSTM optimizer meta-trained on a digits MLP (20 sigmoid units, mini-batches of 128; "
         "Andrychowicz et al.'s MNIST experiment, full preset)",
-        _settings, _build, _trainer("mlp"), _mlp_per_episode, episodes=64, unit="log10", higher_is_better=False,
+        _settings, _build, _trainer("mlp"), _mlp_per_episode, episodes=MLP_TEST, check_episodes=16, unit="log10", higher_is_better=False,
         test=_TEST + " (new MLP runs on held-out digits; loss averaged over steps 91-100)", data=_data,
         extras=_mlp_extras, steps_field="mlp_episodes"),
 }
