@@ -75,3 +75,20 @@ def test_bad_input_is_refused_with_a_sentence(small, tmp_path):
         ref.train(ref.build(odd, torch.device("cpu")), odd, torch.device("cpu"), 0, None)
     with pytest.raises(FileNotFoundError, match=f"metaedu pretrain {NAME}"):
         reference.load(NAME, folder=tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(ref.BY_NAME))
+def test_the_shipped_reference_reproduces_its_recorded_score(name, glyphs):
+    weights, _ = reference.paths(name)
+    if not weights.is_file():  # not built yet: loading it must say how to build it
+        with pytest.raises(FileNotFoundError, match=f"metaedu pretrain {name}"):
+            reference.load(name)
+        return
+    model, settings, record = reference.load(name, "cpu")
+    again, values = reference.score(name, model, settings, "cpu")
+    recorded = reference.recorded_score(record)
+    assert abs(again.mean - recorded.mean) <= recorded.ci95, (again, recorded)
+    # episode by episode (trained on a GPU, re-scored here on a CPU): within one query on nearly every episode
+    one_query = 100 / (record["test"]["n_way"] * record["test"]["n_query"])
+    close = (values - torch.tensor(record["extras"]["per_episode"]["meta-learner"])).abs() <= one_query + 1e-6
+    assert close.float().mean() >= 0.95, f"{int((~close).sum())} of {close.numel()} episodes differ by more than a query"
