@@ -46,7 +46,7 @@ def test_written_reference_loads_back_and_reproduces_its_score_and_extras(small,
     assert again.mean == pytest.approx(record["score"]["mean"], abs=1e-9) and values.numel() == 6
     per_episode = extras["per_episode"]
     assert values.tolist() == pytest.approx(per_episode["meta-learner"], abs=1e-3)  # the score's own episodes
-    assert set(per_episode) == {"meta-learner", "fine-tune", "learned rule + start c0", "start rule + learned c0",
+    assert set(per_episode) == {"meta-learner", "fine-tune", "nearest neighbour", "learned rule + start c0", "start rule + learned c0",
                                 "start (before meta-training)"} and all(len(v) == 6 for v in per_episode.values())
     # the start is the pre-trained network with the fine-tune rule: its input gate is the chosen step size
     start = model["start"]

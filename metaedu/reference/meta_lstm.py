@@ -14,9 +14,10 @@ Training (``max_seconds`` split): pre-training gets a fifth of the budget, the f
 meta-validation episodes (held-out background alphabets), and meta-training (``MetaLSTMSettings.reference``)
 the rest; the weights that score best on meta-validation episodes are kept.
 
-Score: accuracy per fixed test episode (evaluation alphabets). Extras, on the same episodes: fine-tune's
-accuracy (paired), the two ablation hybrids (learned rule + start c_0; start rule + learned c_0), the
-gates per update step and layer (trained and before training) and the learner's test accuracy after each update.
+Score: accuracy per fixed test episode (evaluation alphabets). Extras, on the same episodes: fine-tune's and
+the nearest neighbour's accuracy (paired; both on the pre-trained network), the two ablation hybrids (learned
+rule + start c_0; start rule + learned c_0), the gates per update step and layer (trained and before training)
+and the learner's test accuracy after each update.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def _extras(name: str):
             predictors = {
                 "meta-learner": meta_lstm.predictor(meta, T),
                 "fine-tune": baselines.finetune_predictor(start.learner, start.c0.detach(), lr, steps),
+                "nearest neighbour": baselines.nearest_neighbour_predictor(start.learner, start.c0.detach()),
                 "learned rule + start c0": meta_lstm.predictor(_hybrid(meta, start.c0), T),
                 "start rule + learned c0": meta_lstm.predictor(_hybrid(start, meta.c0), T),
                 "start (before meta-training)": meta_lstm.predictor(start, T),
