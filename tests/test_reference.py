@@ -12,13 +12,28 @@ import torch
 from metaedu import reference
 
 
-def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, glyphs):
+@pytest.fixture
+def small_tests(monkeypatch):
+    """The MAML reference scored on fewer fixed episodes (a CPU test's budget); everything else as shipped."""
+    import dataclasses
+
+    from metaedu.reference import glyph_models
+
+    spec = dataclasses.replace(reference.SPECS["maml-5way"], episodes=40,
+                               extras=glyph_models._extras(glyph_models._maml_predict, ((5, 5, 10),)))
+    monkeypatch.setitem(reference.SPECS, "maml-5way", spec)
+    monkeypatch.setitem(glyph_models.BY_NAME, "maml-5way", spec)
+
+
+def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, glyphs, small_tests):
     record = reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
     assert record["steps"] == 1 and record["settings"]["steps"] == 1
     assert record["command"] == "metaedu pretrain maml-5way --steps 1"
     assert record["data"]["data"] == "glyphs" and record["test"]["sampler_seed"] == reference.EVAL_SEED
     model, settings, loaded = reference.load("maml-5way", "cpu", folder=tmp_path)
     assert loaded == record and settings.steps == 1 and settings.n_way == 5
+    assert reference.read_record("maml-5way", folder=tmp_path) == record and len(record["per_episode"]) == 40
+    assert len(record["extras"]["per_episode"]["5-way 5-shot"]) == 10
     saved = torch.load(tmp_path / "maml-5way.pt")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
     # the recorded score is the model's score on the fixed episodes (the first 40 of them agree too)
@@ -27,7 +42,7 @@ def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, gl
     assert again.mean == first.mean and per_episode.numel() == 40
 
 
-def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_path, glyphs):
+def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_path, glyphs, small_tests):
     reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
     path = tmp_path / "maml-5way.json"
     record = json.loads(path.read_text())
@@ -41,3 +56,26 @@ def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_pa
         reference.load("maml-20way", folder=tmp_path)
     with pytest.raises(KeyError, match="no reference named"):
         reference.load("nothing")
+
+
+SHIPPED = sorted(name for name in reference.SPECS if reference.paths(name)[1].is_file())
+
+
+def test_every_reference_module_is_importable_and_names_are_unique():
+    assert set(reference.SPECS) >= {"protonet-20way", "maml-5way", "maml-20way", "cactus-5way"}
+    for spec in reference.SPECS.values():
+        assert spec.lecture.isdigit() and spec.episodes > 0 and spec.what
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_reference_reproduces_its_recorded_score(name, glyphs):
+    torch.set_num_threads(1)
+    model, settings, record = reference.load(name, "cpu")  # a stale file fails with the rebuild command
+    recorded = reference.recorded_score(record)
+    now, per_episode = reference.score(name, model, settings, "cpu")
+    assert now.n == recorded.n == len(record["per_episode"])
+    # the same weights on the same episodes: only floating-point differences between machines remain
+    assert abs(now.mean - recorded.mean) <= recorded.ci95, (
+        f"{name}: {now} now vs {recorded} recorded on {record['device']}; rebuild with `{record['command']}`")
+    changed = (per_episode.double() - reference.recorded_per_episode(record)).abs() > 1e-3
+    assert int(changed.sum()) <= max(1, len(changed) // 50), f"{name}: {int(changed.sum())} episodes score differently"

@@ -151,6 +151,12 @@ class ARML(nn.Module):
         d = s.embed_dim
         self.sample_embed = nn.Linear(in_dim + out_dim, d)  # F = E: W_e, b_e
         self.assign = nn.Linear(d, s.prototypes)  # W_p, b_p
+        self.relational_parts()
+
+    def relational_parts(self) -> None:
+        """The graphs, the aggregators and the gate, for ``self.learner`` (shared with the image classifier of
+        :mod:`metaedu.algorithms.arml_images`, which computes its prototypes differently)."""
+        s, d = self.settings, self.settings.embed_dim
         self.proto_relation = nn.Linear(d, 1)  # W_r, b_r
         self.vertices = nn.Parameter(torch.randn(s.vertices, d))  # H_G: h^1 .. h^G
         self.vertex_relation = nn.Linear(d, 1)  # W_o, b_o
@@ -210,7 +216,7 @@ class ARML(nn.Module):
 
     # 8: adaptation and the meta-objective
     def meta_loss(self, tasks: RegressionTasks, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(objective, mean query MSE, mean reconstruction term) of a batch of tasks after ``steps`` inner steps."""
+        """(objective, mean query loss, mean reconstruction term) of a batch of tasks after ``steps`` inner steps."""
         representation, aux = self.task_representation(tasks.x_support, tasks.y_support)
         start = self.initialisation(representation)
         fast = self.learner.adapt(tasks.x_support, tasks.y_support, steps, start=start)
@@ -234,6 +240,30 @@ class ARML(nn.Module):
         return super_graph_similarity(c, self.vertices, self.settings.gamma_s).mean(1)
 
 
+def usage_by_family(usage: torch.Tensor, family: torch.Tensor, n_families: int) -> torch.Tensor:
+    """Mean vertex usage of each family's tasks: ``usage`` ``[tasks, G]``, ``family`` ``[tasks]`` -> ``[families, G]``."""
+    missing = [f for f in range(n_families) if not bool((family == f).any())]
+    if missing:
+        raise ValueError(f"no task of families {missing}: draw more tasks to average their vertex usage")
+    return torch.stack([usage[family == f].mean(0) for f in range(n_families)])
+
+
+def separation(usage: torch.Tensor, family: torch.Tensor, n_families: int) -> dict[str, float]:
+    """How far the vertex usage tells families apart, three ways:
+
+    * ``gap``: the largest difference between two families' mean weight on one vertex;
+    * ``favourites``: how many distinct vertices are some family's most used one;
+    * ``decoding``: accuracy (%) of naming a task's family from its usage by the nearest family mean, means taken
+      on the even-numbered tasks and scored on the odd ones (chance: 100 / families).
+    """
+    by_family = usage_by_family(usage, family, n_families)
+    means = usage_by_family(usage[0::2], family[0::2], n_families)
+    guess = torch.cdist(usage[1::2], means).argmin(1)
+    return {"gap": float((by_family.max(0).values - by_family.min(0).values).max()),
+            "favourites": len(set(by_family.argmax(1).tolist())),
+            "decoding": float((guess == family[1::2]).float().mean() * 100), "chance": 100 / n_families}
+
+
 # ----------------------------------------------------------------------------- building, training, scoring
 
 
@@ -251,17 +281,18 @@ def maml_baseline(settings: ARMLSettings, seed: int = 0, in_dim: int = 2) -> MAM
 
 def train_arml(model: ARML, sampler, settings: ARMLSettings, checkpoint: str | Path | bool | None = None,
                progress: bool = True, max_seconds: float | None = None) -> History:
-    """Meta-train with Adam on meta-batches from ``sampler`` (e.g. ``FamilyTasks``); logs the objective,
-    the query MSE and the reconstruction term. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`."""
+    """Meta-train with Adam on meta-batches from ``sampler`` (``FamilyTasks``, or ``ImageFamilies`` for the image
+    classifier); logs the objective, the query loss ("mse" or "cross_entropy") and the reconstruction term. ``checkpoint``: see :func:`metaedu.checkpoints.resolve`."""
     checkpoint = resolve(checkpoint, "arml", settings, model, sampler.generator)
+    query_name = "mse" if model.learner.loss == "mse" else "cross_entropy"  # the query loss, logged by its name
     opt = torch.optim.Adam(model.parameters(), lr=settings.outer_lr)
 
     def step(i: int) -> dict:
-        loss, mse, aux = model.meta_loss(sampler.sample(settings.meta_batch), settings.inner_steps)
+        loss, query, aux = model.meta_loss(sampler.sample(settings.meta_batch), settings.inner_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": loss.detach(), "mse": mse.detach(), "reconstruction": aux.detach()}
+        return {"loss": loss.detach(), query_name: query.detach(), "reconstruction": aux.detach()}
 
     return train(step, settings.steps, state={"model": model, "opt": opt, "sampler": sampler.generator},
                  checkpoint=checkpoint, progress=progress, desc="ARML", max_seconds=max_seconds)

@@ -91,8 +91,11 @@ class CactusSettings:
 
 
 def train_embedding(settings: CactusSettings, images: torch.Tensor, device="cpu", seed: int = 0,
-                    progress: bool = True) -> tuple[nn.Module, History]:
-    """Learn f from unlabelled ``images`` ``[N, 1, 28, 28]``; returns (the embedding network, its history)."""
+                    progress: bool = True, max_seconds: float | None = None) -> tuple[nn.Module, History]:
+    """Learn f from unlabelled ``images`` ``[N, 1, 28, 28]``; returns (the embedding network, its history).
+
+    ``max_seconds`` stops early (a time budget); the history says how many steps were done.
+    """
     device = torch.device(device)
     with seeded(seed):
         make = ContrastiveEncoder if settings.embedding == "contrastive" else ConvAutoencoder
@@ -110,7 +113,7 @@ def train_embedding(settings: CactusSettings, images: torch.Tensor, device="cpu"
         return {"loss": loss.detach()}
 
     history = train(step, settings.embed_steps, state={"model": model, "opt": adam, "generator": g},
-                    progress=progress, desc=f"{settings.embedding} embedding")
+                    progress=progress, desc=f"{settings.embedding} embedding", max_seconds=max_seconds)
     return model.encoder, history
 
 
@@ -135,18 +138,30 @@ def rescaled(z: torch.Tensor, partitions: int, seed: int = 0) -> torch.Tensor:
     return z.detach().double()[None] * scalings(partitions, z.shape[1], seed)[:, None, :]
 
 
+def _kmeans_labels(data: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    return KMeans(clusters, n_init=1, random_state=seed).fit(data).labels_
+
+
 def cluster_partitions(z: torch.Tensor, partitions: int, clusters: int, seed: int = 0,
-                       rescale: bool = True) -> torch.Tensor:
+                       rescale: bool = True, n_jobs: int = 1) -> torch.Tensor:
     """P k-means partitions of the embeddings ``z`` ``[N, D]``: cluster ids ``[P, N]``.
 
     Partition p clusters ``z * scalings(P, D)[p]`` (``rescale=False``: ``z`` every time, differing only
     in the k-means seed) with scikit-learn's k-means (k-means++ initialisation, one start, seed + p).
+    The partitions are independent: ``n_jobs`` processes make them side by side (joblib; -1: one per
+    core), with the same result as one after the other.
     """
     if clusters > len(z):
         raise ValueError(f"cannot make {clusters} clusters of {len(z)} embeddings; use clusters <= {len(z)}")
     data = z.detach().double().numpy()
     weights = scalings(partitions, z.shape[1], seed).numpy() if rescale else np.ones((partitions, z.shape[1]))
-    out = [KMeans(clusters, n_init=1, random_state=seed + p).fit(data * weights[p]).labels_ for p in range(partitions)]
+    if n_jobs == 1:
+        out = [_kmeans_labels(data * weights[p], clusters, seed + p) for p in range(partitions)]
+    else:
+        from joblib import Parallel, delayed
+
+        out = Parallel(n_jobs=n_jobs)(delayed(_kmeans_labels)(data * weights[p], clusters, seed + p)
+                                      for p in range(partitions))
     return torch.from_numpy(np.stack(out)).long()
 
 
@@ -190,21 +205,23 @@ def labelled_subset(images: torch.Tensor, labels: torch.Tensor, min_count: int,
 
 
 def train_protonet(settings: protonet.ProtoNetSettings, tasks, device="cpu", seed: int = 0,
-                   progress: bool = True) -> tuple[protonet.ProtoNet, History]:
+                   progress: bool = True, max_seconds: float | None = None) -> tuple[protonet.ProtoNet, History]:
     """A Prototypical Network trained on ``tasks`` (constructed, or a labelled ``EpisodeSampler``)."""
     with seeded(seed):
         model = protonet.ProtoNet(settings, tasks.images.shape[1], tasks.images.shape[-1])
     history = train_on_episodes(model, settings, None, protonet.episode_loss, device, seed, None, progress,
-                                "CACTUs-ProtoNets", lr_halve_every=settings.lr_halve_every, sampler=tasks)
+                                "CACTUs-ProtoNets", lr_halve_every=settings.lr_halve_every, sampler=tasks,
+                                max_seconds=max_seconds)
     return model, history
 
 
 def train_maml(settings: maml.GlyphSettings, tasks, device="cpu", seed: int = 0,
-               progress: bool = True) -> tuple[maml.MAML, History]:
+               progress: bool = True, max_seconds: float | None = None) -> tuple[maml.MAML, History]:
     """MAML (Conv4, batch statistics) meta-trained on ``tasks``."""
     with seeded(seed):
         learner = maml.glyph_learner(settings, tasks.images.shape[1], tasks.images.shape[-1], device=device)
-    history = maml.meta_train(learner, tasks, settings, checkpoint=False, progress=progress, desc="CACTUs-MAML")
+    history = maml.meta_train(learner, tasks, settings, checkpoint=False, progress=progress, desc="CACTUs-MAML",
+                              max_seconds=max_seconds)
     return learner, history
 
 
@@ -232,8 +249,8 @@ def linear_probe_predict(encoder: nn.Module, episodes: Episodes, steps: int = 10
     with torch.no_grad():
         zs, zq = (nn.functional.normalize(z, dim=-1) for z in _embed_episode(encoder, episodes))
     t, d, n = zs.shape[0], zs.shape[-1], episodes.n_way
-    w = torch.zeros(t, d, n, requires_grad=True)
-    b = torch.zeros(t, 1, n, requires_grad=True)
+    w = torch.zeros(t, d, n, device=zs.device, requires_grad=True)
+    b = torch.zeros(t, 1, n, device=zs.device, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=lr)
     with torch.enable_grad():  # also inside an evaluation's no_grad block
         for _ in range(steps):

@@ -253,13 +253,15 @@ def unroll(optimizer: CoordinatewiseLSTM, run: Run, theta: torch.Tensor, state: 
 
 
 def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettings, episodes: int, meta_batch: int,
-               progress: bool = True, checkpoint=None, desc: str = "meta-training") -> History:
+               progress: bool = True, checkpoint=None, desc: str = "meta-training",
+               max_seconds: float | None = None) -> History:
     """Train phi with Adam by truncated BPTT: ``episodes`` runs of ``s.horizon`` steps, one
     meta-update every ``s.unroll`` steps (so ``episodes * horizon / unroll`` updates in all).
 
     Each run is a fresh batch of ``meta_batch`` functions from ``problem.sample``. History logs the
     segment's mean loss per step (``loss``) and the run's final loss (``final``, at run ends).
     ``checkpoint``: see :func:`metaedu.checkpoints.resolve` (``None``: as ``s.checkpoint`` says).
+    ``max_seconds``: stop after the meta-update that uses up this much time (``history.steps_done`` says how many).
     """
     if s.horizon % s.unroll != 0:
         raise ValueError(f"the horizon ({s.horizon}) must be a multiple of the unroll length ({s.unroll})")
@@ -292,7 +294,8 @@ def meta_train(optimizer: CoordinatewiseLSTM, problem, s: LearnedOptimizerSettin
         return metrics
 
     state = {"optimizer": optimizer, "adam": adam, "schedule": schedule, "problem": problem, "live": live}
-    return train(step, episodes * segments, state=state, checkpoint=checkpoint, progress=progress, desc=desc)
+    return train(step, episodes * segments, state=state, checkpoint=checkpoint, progress=progress, desc=desc,
+                 max_seconds=max_seconds)
 
 
 # ---------------------------------------------------------------------------

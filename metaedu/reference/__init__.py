@@ -98,14 +98,19 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     spec = _spec(name)
     device = torch.device(device)
     settings = spec.settings()
+    step_fields = (spec.steps_field,) if isinstance(spec.steps_field, str) else spec.steps_field
     if steps is not None:
-        settings = dataclasses.replace(settings, **{spec.steps_field: steps})
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
     model = spec.build(settings, device)
     start = time.perf_counter()
     done = spec.train(model, settings, device, seed, max_seconds)
-    settings = dataclasses.replace(settings, **{spec.steps_field: done})  # what was trained, for the record and load()
+    if dataclasses.is_dataclass(done):  # the settings as trained (several stages, each with its own steps)
+        settings = done
+        done = getattr(settings, step_fields[0])
+    else:  # the steps done: what was trained, for the record and for load()
+        settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, done))
     seconds = time.perf_counter() - start
-    result, _ = score(name, model, settings, device)
+    result, values = score(name, model, settings, device)
     extras = spec.extras(model, settings, device) if spec.extras is not None else {}
     weights, record_path = paths(name, folder)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +125,7 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
         "test": {"n_way": spec.n_way, "k_shot": spec.k_shot, "n_query": spec.n_query, "episodes": spec.episodes,
                  "sampler_seed": EVAL_SEED, "what": spec.test, "higher_is_better": spec.higher_is_better},
         "score": result.as_dict(),
+        "per_episode": [round(float(v), 4) for v in values],  # for paired comparisons on the same episodes
         "extras": extras,
     }
     record_path.write_text(json.dumps(record, indent=1) + "\n")
@@ -127,26 +133,53 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
 
 
 def load(name: str, device="cpu", folder: Path | None = None) -> tuple[torch.nn.Module, object, dict]:
-    """The shipped reference ``name``: (model, its settings, its record); refuses a stale file."""
+    """The shipped reference ``name``: (model, its settings, its record); refuses a missing or stale file."""
+    spec = _spec(name)
+    weights, _ = paths(name, folder)
+    record = read_record(name, folder)
+    if not weights.is_file():
+        raise FileNotFoundError(f"reference {name!r} has a record but no weights in {weights.parent}; "
+                                f"rebuild it with `metaedu pretrain {name}`")
+    settings = _restore(spec.settings(), record["settings"])
+    model = spec.build(settings, torch.device(device))
+    model.load_state_dict(torch.load(weights, map_location=device))
+    return model, settings, record
+
+
+def _restore(default, saved: dict):
+    """``default`` (a settings dataclass) with the saved fields; nested settings are restored field by field."""
+    fields = {}
+    for key, value in saved.items():
+        current = getattr(default, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            fields[key] = _restore(current, value)
+        else:
+            fields[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(default, **fields)
+
+
+def read_record(name: str, folder: Path | None = None) -> dict:
+    """The record of the shipped reference ``name`` without loading its model (a lecture's table reads it).
+
+    Refuses a missing or stale record, as :func:`load` does, naming the command that rebuilds it.
+    """
     spec = _spec(name)
     weights, record_path = paths(name, folder)
     rebuild = f"rebuild it with `metaedu pretrain {name}`"
-    if not weights.is_file() or not record_path.is_file():
-        raise FileNotFoundError(f"reference {name!r} is not in {weights.parent}; {rebuild}")
+    if not record_path.is_file():
+        raise FileNotFoundError(f"reference {name!r} is not in {record_path.parent}; {rebuild}")
     record = json.loads(record_path.read_text())
     if record.get("format") != FORMAT:
         raise StaleReference(f"reference {name!r} has file format {record.get('format')}, this package reads {FORMAT}; {rebuild}")
     if record.get("data") != _data_identity(spec):
         raise StaleReference(f"reference {name!r} was trained on {record.get('data')}, this package has "
                              f"{_data_identity(spec)}; {rebuild}")
-    settings = dataclasses.replace(spec.settings(), **_settings_fields(record["settings"]))
-    model = spec.build(settings, torch.device(device))
-    model.load_state_dict(torch.load(weights, map_location=device))
-    return model, settings, record
+    return record
 
 
-def _settings_fields(saved: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+def recorded_per_episode(record: dict) -> torch.Tensor:
+    """The reference's score on each of its fixed test episodes, as recorded (float64)."""
+    return torch.tensor(record["per_episode"], dtype=torch.float64)
 
 
 def recorded_score(record: dict) -> Score:

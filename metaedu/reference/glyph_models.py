@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metaedu.reference.spec import Spec, glyphs, test_sampler
+from metaedu.reference.spec import EVAL_SEED, Spec, glyphs, test_sampler
 
 
 def _maml_settings(cls_name: str, steps: int):
@@ -80,18 +80,52 @@ def _protonet_per_episode(model, settings, device, episodes) -> torch.Tensor:
     return episode_accuracies(lambda e: metric.predict(model, e), sampler, episodes, batch=25)
 
 
+def _episodes(n_way: int, k_shot: int, device):
+    """Further fixed test episodes (evaluation alphabets, the references' sampler seed): the same for every reference."""
+    from metaedu.tasks.episodes import EpisodeSampler
+
+    return EpisodeSampler(glyphs().split("evaluation"), n_way, k_shot, 5, device=device, seed=EVAL_SEED)
+
+
+def _extras(predict_for, settings_list):
+    """Extras: accuracy (%) per episode on further settings ``(n_way, k_shot, episodes)`` (other lectures pair with them)."""
+    def extras(model, settings, device) -> dict:
+        from metaedu.evaluation import episode_accuracies
+
+        out = {}
+        for n_way, k_shot, episodes in settings_list:
+            values = episode_accuracies(predict_for(model, settings), _episodes(n_way, k_shot, device), episodes,
+                                        batch=25)
+            out[f"{n_way}-way {k_shot}-shot"] = [round(float(v), 4) for v in values]
+        return {"per_episode": out}
+
+    return extras
+
+
+def _maml_predict(learner, settings):
+    return lambda e: learner.predict(e.x_support, e.y_support, e.x_query, settings.test_inner_steps)
+
+
+def _protonet_predict(model, settings):
+    from metaedu.algorithms import metric
+
+    return lambda e: metric.predict(model, e)
+
+
 BY_NAME: dict[str, Spec] = {
     "protonet-20way": Spec(
         "protonet-20way", "03", "Prototypical Network, Snell et al.'s Omniglot preset (60-way training episodes, "
         "rotations, Conv4-64), scored on 20-way 1-shot glyph episodes",
-        _protonet_settings(10_000), _protonet_build, _protonet_train, _protonet_per_episode, 20, 1, episodes=200),
+        _protonet_settings(20_000), _protonet_build, _protonet_train, _protonet_per_episode, 20, 1, episodes=200,
+        extras=_extras(_protonet_predict, ((5, 1, 400), (5, 5, 400), (20, 5, 200)))),
     "maml-5way": Spec(
         "maml-5way", "06", "MAML, Finn et al.'s 5-way 1-shot Omniglot preset (Conv4-64, 32 tasks, second order)",
-        _maml_settings("GlyphSettings", 3_000), _maml_build, _maml_train, _maml_per_episode("maml-5way"), 5, 1),
+        _maml_settings("GlyphSettings", 20_000), _maml_build, _maml_train, _maml_per_episode("maml-5way"), 5, 1,
+        extras=_extras(_maml_predict, ((5, 5, 400),))),
     "maml-20way": Spec(
         "maml-20way", "06", "MAML, Finn et al.'s 20-way 1-shot Omniglot preset (Conv4-64, 16 tasks, 5 inner steps, "
         "second order)",
-        _maml_settings("TwentyWayGlyphSettings", 1_000), _maml_build, _maml_train, _maml_per_episode("maml-20way"),
-        20, 1, episodes=200),
+        _maml_settings("TwentyWayGlyphSettings", 10_000), _maml_build, _maml_train, _maml_per_episode("maml-20way"),
+        20, 1, episodes=200, extras=_extras(_maml_predict, ((20, 5, 200),))),
 }
 SPECS = tuple(BY_NAME.values())

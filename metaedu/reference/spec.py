@@ -25,7 +25,8 @@ class Spec:
     what: str  # one line for people
     settings: Callable[[], object]  # the reference preset (the lecture's full preset, with the steps trained)
     build: Callable[[object, torch.device], torch.nn.Module]  # an untrained model for these settings
-    train: Callable[..., int]  # (model, settings, device, seed, max_seconds) -> steps done; trains in place
+    train: Callable[..., object]  # (model, settings, device, seed, max_seconds) -> steps done, or the settings as
+    #   trained (a stage-by-stage budget); trains in place
     per_episode: Callable[[torch.nn.Module, object, torch.device, int], torch.Tensor]  # score per test episode
     n_way: int = 0  # the test episodes' shape (0 where the test is not N-way K-shot)
     k_shot: int = 0
@@ -36,7 +37,7 @@ class Spec:
     test: str = ""  # what the score measures, where n_way/k_shot do not say it (one line)
     data: Callable[[], dict] = field(default=None)  # the data's identity (default: the glyphs')
     extras: Callable[[torch.nn.Module, object, torch.device], dict] | None = None
-    steps_field: str = "steps"  # the settings field that counts training steps (the record keeps the steps done)
+    steps_field: str | tuple[str, ...] = "steps"  # the settings field(s) counting training steps (set to the steps done)
 
 
 def glyphs():

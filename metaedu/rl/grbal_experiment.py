@@ -40,13 +40,14 @@ def _seed(generator: torch.Generator) -> int:
 
 
 def train_model(method: str, settings: GrBALSettings, seed: int = 0, device="cpu", checkpoint=None,
-                progress: bool = True) -> tuple[nn.Module, History]:
+                progress: bool = True, max_seconds: float | None = None) -> tuple[nn.Module, History]:
     """Alg. 1 for ``method``: D starts with ``random_episodes`` episodes of random actions on tasks from
     rho(E) (the environment's ``sample_tasks``); then ``steps`` gradient steps, and every
     ``collect_every`` steps ``collect_episodes`` new episodes run by the current adaptive controller.
 
-    MB + dynamic evaluation trains as MB. Returns the model and the history; the data set D is
-    ``model.data`` (a :class:`~metaedu.rl.dynamics.SegmentBuffer`).
+    MB + dynamic evaluation trains as MB. ``max_seconds`` stops training early (a time budget for a
+    benchmark; ``history.steps_done`` says how far it got). Returns the model and the history; the
+    data set D is ``model.data`` (a :class:`~metaedu.rl.dynamics.SegmentBuffer`).
     """
     method = "mb" if method == "mb_de" else method
     checkpoint = resolve(checkpoint, f"grbal_{method}", settings, seed)
@@ -77,7 +78,7 @@ def train_model(method: str, settings: GrBALSettings, seed: int = 0, device="cpu
 
     state = {"model": model, "opt": opt, "buffer": buffer, "generator": generator}
     history = train(step, settings.steps, state=state, checkpoint=checkpoint, progress=progress,
-                    desc=NAMES[method])
+                    desc=NAMES[method], max_seconds=max_seconds)
     model.data = buffer
     return model, history
 
