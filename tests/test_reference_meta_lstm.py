@@ -92,3 +92,14 @@ def test_the_shipped_reference_reproduces_its_recorded_score(name, glyphs):
     one_query = 100 / (record["test"]["n_way"] * record["test"]["n_query"])
     close = (values - torch.tensor(record["extras"]["per_episode"]["meta-learner"])).abs() <= one_query + 1e-6
     assert close.float().mean() >= 0.95, f"{int((~close).sum())} of {close.numel()} episodes differ by more than a query"
+
+
+def test_first_episodes_are_the_records_first_episodes(small):
+    """Re-scoring the first few episodes of a record needs the same episodes the scorer drew."""
+    from metaedu.reference.spec import test_sampler
+
+    few = ref.first_episodes(NAME, 3)
+    whole = test_sampler(small, "cpu").sample(ref.EVAL_BATCH)
+    assert few.tasks == 3 and torch.equal(few.x_query, whole.x_query[:3]) and torch.equal(few.y_support, whole.y_support[:3])
+    with pytest.raises(ValueError, match="first draw holds"):
+        ref.first_episodes(NAME, ref.EVAL_BATCH + 1)

@@ -33,8 +33,7 @@ from metaedu.reference.spec import Spec, glyphs, test_sampler
 
 PRETRAIN_SHARE = 0.2  # share of the time budget spent pre-training the baselines' network (c_0's start)
 TRACE_EPISODES = 20  # fixed test episodes whose gates and per-update accuracies the record keeps
-EVAL_BATCH = 10  # test episodes per sampler draw when scoring: the first EVAL_BATCH episodes are the same draw
-# whatever the number scored, so a lecture can re-check the record on them in a few CPU seconds
+EVAL_BATCH = 25  # test episodes per sampler draw when scoring (the shipped files were scored so: the draws set the episodes)
 
 
 class Choice(nn.Module):
@@ -129,6 +128,16 @@ def _accuracies(name: str, predict, device, episodes: int) -> torch.Tensor:
     from metaedu.evaluation import episode_accuracies
 
     return episode_accuracies(predict, test_sampler(BY_NAME[name], device), episodes, batch=EVAL_BATCH)
+
+
+def first_episodes(name: str, n: int, device="cpu"):
+    """The reference's first ``n`` fixed test episodes (``n`` <= EVAL_BATCH: the first n of the scorer's first draw),
+    so a lecture can re-score a few of the record's episodes cheaply."""
+    if not 1 <= n <= EVAL_BATCH:
+        raise ValueError(f"the first draw holds {EVAL_BATCH} episodes; ask for 1 to {EVAL_BATCH}, got {n}")
+    draw = test_sampler(BY_NAME[name], device).sample(EVAL_BATCH)
+    return dataclasses.replace(draw, x_support=draw.x_support[:n], y_support=draw.y_support[:n],
+                               x_query=draw.x_query[:n], y_query=draw.y_query[:n], classes=draw.classes[:n])
 
 
 def _per_episode(name: str):
