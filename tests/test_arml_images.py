@@ -102,6 +102,18 @@ def test_prototypes_are_class_means_of_each_episode_alone(episodes):
         net.prototypes(episodes.x_support, torch.zeros_like(episodes.y_support))
 
 
+def test_the_scaled_baseline_starts_where_an_untrained_gate_puts_theta(episodes):
+    net = ai.build(replace(preset(ai.ARMLImageSettings, "quick"), n_way=3)).double()  # the quick widths
+    with torch.no_grad():
+        gates = torch.sigmoid(net.gate(net.task_representation(episodes.x_support, episodes.y_support)[0]))
+    assert abs(float(gates.mean()) - 0.5) < 0.02 and float((gates - 0.5).abs().quantile(0.9)) < 0.15  # about 1/2
+    half, plain = ai.maml_baseline(small(), scale=0.5), ai.maml_baseline(small())
+    for a, b in zip(half.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, 0.5 * b)
+    with pytest.raises(ValueError, match="scale"):
+        ai.maml_baseline(small(), scale=0.0)
+
+
 def test_settings_reject_impossible_values():
     with pytest.raises(ValueError, match="n_way"):
         ai.ARMLImageSettings(n_way=1)

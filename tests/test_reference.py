@@ -69,13 +69,23 @@ def test_every_reference_module_is_importable_and_names_are_unique():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_reference_reproduces_its_recorded_score(name, glyphs):
+    """The shipped weights, re-scored here on the first of their fixed episodes, give the recorded scores.
+
+    A reference was trained and scored on another machine (often a GPU): floating-point differences
+    flip a query here and there, and move a log-loss after 100 optimisation steps, but the mean stays
+    within the recorded interval. A package change that breaks the model or its episodes fails.
+    """
     torch.set_num_threads(1)
+    spec = reference.SPECS[name]
     model, settings, record = reference.load(name, "cpu")  # a stale file fails with the rebuild command
     recorded = reference.recorded_score(record)
-    now, per_episode = reference.score(name, model, settings, "cpu")
-    assert now.n == recorded.n == len(record["per_episode"])
-    # the same weights on the same episodes: only floating-point differences between machines remain
-    assert abs(now.mean - recorded.mean) <= recorded.ci95, (
-        f"{name}: {now} now vs {recorded} recorded on {record['device']}; rebuild with `{record['command']}`")
-    changed = (per_episode.double() - reference.recorded_per_episode(record)).abs() > 1e-3
-    assert int(changed.sum()) <= max(1, len(changed) // 50), f"{name}: {int(changed.sum())} episodes score differently"
+    assert recorded.n == spec.episodes == len(record["per_episode"])
+    n = spec.check_episodes or spec.episodes
+    now = spec.per_episode(model, settings, torch.device("cpu"), n).double()
+    then = reference.recorded_per_episode(record)[:n]
+    assert now.numel() == n
+    hint = f"{name}: rebuild with `{record['command']}` if the change is meant"
+    assert abs(float(now.mean() - then.mean())) <= recorded.ci95, (
+        f"{hint}: mean {float(now.mean()):.3f} now vs {float(then.mean()):.3f} recorded on {record['device']}")
+    if spec.unit == "%":  # accuracy per episode: the same episodes, the same answers up to a flipped query or two
+        assert float((now - then).abs().mean()) <= 1.0, f"{hint}: {float((now - then).abs().mean()):.2f} points per episode"

@@ -43,6 +43,7 @@ def test_the_cactus_reference_trains_every_stage_and_loads_back(tmp_path, glyphs
     assert loaded_settings.protonet.train_way == 5 and loaded_settings.maml.steps == 2  # nested settings restored
     again, per_episode = reference.score("cactus-5way", model, loaded_settings, "cpu")
     assert again.mean == pytest.approx(record["score"]["mean"], abs=1e-9)
+    assert record["command"] == "metaedu pretrain cactus-5way --like metaedu/pretrained/cactus-5way.json"
     # the recorded score is the CACTUs-ProtoNets 1-shot column of the extras
     assert per_episode.tolist() == pytest.approx(extras["per_episode"]["CACTUs-ProtoNets, 1-shot"], abs=1e-3)
 
@@ -55,3 +56,12 @@ def test_parallel_partitions_equal_the_sequential_ones():
     z = torch.randn(120, 6, generator=torch.Generator().manual_seed(3))
     one = cactus.cluster_partitions(z, 3, 7, seed=5)
     assert torch.equal(one, cactus.cluster_partitions(z, 3, 7, seed=5, n_jobs=2))
+
+
+def test_like_retrains_with_a_records_settings(tmp_path, glyphs, toy_cactus):
+    record = reference.pretrain("cactus-5way", "cpu", folder=tmp_path)
+    changed = {**record, "settings": {**record["settings"], "clusters": 15,
+                                      "maml": {**record["settings"]["maml"], "steps": 1}}}
+    again = reference.pretrain("cactus-5way", "cpu", folder=tmp_path / "again", like=changed)
+    assert again["settings"]["clusters"] == 15 and again["settings"]["maml"]["steps"] == 1
+    assert again["settings"]["protonet"] == record["settings"]["protonet"]

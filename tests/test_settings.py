@@ -60,6 +60,7 @@ BAD = {
     "TwentyWayGNNSettings": {"labelled_shots": 2},
     "SemiSupervisedGNNSettings": {"choice": "best"},
     "ARMLSettings": {"vertices": 0},
+    "ARMLImageSettings": {"n_way": 1},
     "MemorizationPoseSettings": {"beta": -1.0},
     "MemorizationClassificationSettings": {"regularizer": "dropout"},
     "MemorizationSinusoidSettings": {"inner_lr": -0.01},

@@ -256,6 +256,7 @@ def separation(usage: torch.Tensor, family: torch.Tensor, n_families: int) -> di
     * ``decoding``: accuracy (%) of naming a task's family from its usage by the nearest family mean, means taken
       on the even-numbered tasks and scored on the odd ones (chance: 100 / families).
     """
+    usage = usage.detach()
     by_family = usage_by_family(usage, family, n_families)
     means = usage_by_family(usage[0::2], family[0::2], n_families)
     guess = torch.cdist(usage[1::2], means).argmin(1)

@@ -69,7 +69,8 @@ class ARMLImageSettings:
 
     @classmethod
     def quick(cls) -> "ARMLImageSettings":
-        """A laptop CPU: narrow Conv4s (8 filters), one inner step of a larger alpha, a few dozen meta-updates."""
+        """A laptop CPU: narrow Conv4s (8 filters), one inner step of a larger alpha, a few dozen meta-updates. Not tuned
+        beyond running: it shows the method and its control in seconds, not the paper's accuracy."""
         return cls(hidden=8, embed_hidden=8, embed_dim=16, code=16, vertices=4, n_query=5, inner_lr=0.4,
                    inner_steps=1, test_inner_steps=3, meta_batch=4, steps=60, outer_lr=0.005, eval_episodes=100)
 
@@ -125,10 +126,22 @@ def build(settings: ARMLImageSettings, seed: int = 0, in_channels: int = 1, imag
         return ARMLClassifier(settings, in_channels, image_size)
 
 
-def maml_baseline(settings: ARMLImageSettings, seed: int = 0, in_channels: int = 1, image_size: int = 28) -> MAML:
-    """The MAML baseline: ARML's base learner (same Conv4, alpha, inner steps) without the modulation."""
+def maml_baseline(settings: ARMLImageSettings, seed: int = 0, in_channels: int = 1, image_size: int = 28,
+                  scale: float = 1.0) -> MAML:
+    """The MAML baseline: ARML's base learner (same Conv4, alpha, inner steps) without the modulation.
+
+    ``scale`` multiplies its initial weights: ``scale=0.5`` starts MAML where ARML starts before training, since
+    an untrained gate sigmoid(W_g (t + q) + b_g) is close to 1/2 everywhere (a control: does ARML gain from the
+    per-task gate, or from starting at theta_0 / 2?).
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale!r}")
     with seeded(seed):
-        return base_learner(settings, in_channels, image_size)
+        learner = base_learner(settings, in_channels, image_size)
+    with torch.no_grad():
+        for p in learner.model.parameters():
+            p.mul_(scale)
+    return learner
 
 
 def fixed_episodes(sampler, n_episodes: int, batch: int = 25) -> list:

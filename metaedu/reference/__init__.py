@@ -89,22 +89,25 @@ def score(name: str, model: torch.nn.Module, settings, device="cpu", episodes: i
 
 
 def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, folder: Path | None = None,
-             max_seconds: float | None = None) -> dict:
+             max_seconds: float | None = None, like: dict | None = None) -> dict:
     """Train the reference ``name`` with its preset, score it, write ``NAME.pt`` and ``NAME.json``; return the record.
 
     ``max_seconds`` stops training early (a time budget on a lent machine); the record then says
-    how many steps were done, and its command rebuilds exactly that (``--steps N``).
+    how many steps were done, and its command rebuilds exactly that (``--steps N``, or for a
+    reference trained in stages, ``--like`` its record: every stage's steps). ``like``: train with
+    the settings of that record instead of the preset.
     """
     spec = _spec(name)
     device = torch.device(device)
-    settings = spec.settings()
+    settings = spec.settings() if like is None else _restore(spec.settings(), like["settings"])
     step_fields = (spec.steps_field,) if isinstance(spec.steps_field, str) else spec.steps_field
     if steps is not None:
         settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
     model = spec.build(settings, device)
     start = time.perf_counter()
     done = spec.train(model, settings, device, seed, max_seconds)
-    if dataclasses.is_dataclass(done):  # the settings as trained (several stages, each with its own steps)
+    staged = dataclasses.is_dataclass(done)
+    if staged:  # the settings as trained (several stages, each with its own steps)
         settings = done
         done = getattr(settings, step_fields[0])
     else:  # the steps done: what was trained, for the record and for load()
@@ -121,7 +124,8 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
         "settings_class": type(settings).__name__, "settings": dataclasses.asdict(settings),
         "data": _data_identity(spec), "seed": seed, "steps": done, "seconds": round(seconds, 1),
         "device": device_name, "torch": torch.__version__,
-        "command": f"metaedu pretrain {name} --steps {done}" + (" --device cuda" if device.type == "cuda" else ""),
+        "command": f"metaedu pretrain {name} " + (f"--like metaedu/pretrained/{name}.json" if staged else f"--steps {done}")
+                   + (" --device cuda" if device.type == "cuda" else ""),
         "test": {"n_way": spec.n_way, "k_shot": spec.k_shot, "n_query": spec.n_query, "episodes": spec.episodes,
                  "sampler_seed": EVAL_SEED, "what": spec.test, "higher_is_better": spec.higher_is_better},
         "score": result.as_dict(),
@@ -200,8 +204,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         return 0
     set_threads()
     budget = 60 * args.minutes if args.minutes else None
+    like = json.loads(Path(args.like).read_text()) if args.like else None
     record = pretrain(args.name, get_device(args.device), args.steps, args.seed, Path(args.out) if args.out else None,
-                      budget)
+                      budget, like)
     test = record["test"]
     what = test["what"] or f"{test['n_way']}-way {test['k_shot']}-shot accuracy"
     print(f"{record['name']}: {record['steps']} steps in {record['seconds']:.0f} s on {record['device']}; "
@@ -217,5 +222,7 @@ def add_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="meta-updates (default: the reference preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=None, help="stop training after this long (the record keeps the steps done)")
+    p.add_argument("--like", default=None, metavar="RECORD",
+                   help="train with the settings of this record (NAME.json): rebuilds a reference trained in stages")
     p.add_argument("--out", default=None, help="folder for NAME.pt and NAME.json (default: the package's pretrained/)")
     p.set_defaults(func=_pretrain)

@@ -138,6 +138,6 @@ def _extras(model, settings, device) -> dict:
 SPEC = Spec(
     "cactus-5way", "11", "CACTUs, Hsu et al.'s Omniglot setting (contrastive Conv4 embedding, P = 100 k-means "
     "partitions of k = 500 clusters, ProtoNets and MAML on the built tasks), scored on 5-way 1-shot glyph episodes",
-    _settings, _parts, _train, _per_episode, 5, 1, episodes=400, steps_field="embed_steps",
+    _settings, _parts, _train, _per_episode, 5, 1, episodes=400, check_episodes=50, steps_field="embed_steps",
     test="CACTUs-ProtoNets 5-way 1-shot accuracy", extras=_extras)
 SPECS = (SPEC,)

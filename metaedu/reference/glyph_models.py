@@ -116,16 +116,16 @@ BY_NAME: dict[str, Spec] = {
     "protonet-20way": Spec(
         "protonet-20way", "03", "Prototypical Network, Snell et al.'s Omniglot preset (60-way training episodes, "
         "rotations, Conv4-64), scored on 20-way 1-shot glyph episodes",
-        _protonet_settings(20_000), _protonet_build, _protonet_train, _protonet_per_episode, 20, 1, episodes=200,
+        _protonet_settings(20_000), _protonet_build, _protonet_train, _protonet_per_episode, 20, 1, episodes=200, check_episodes=50,
         extras=_extras(_protonet_predict, ((5, 1, 400), (5, 5, 400), (20, 5, 200)))),
     "maml-5way": Spec(
         "maml-5way", "06", "MAML, Finn et al.'s 5-way 1-shot Omniglot preset (Conv4-64, 32 tasks, second order)",
-        _maml_settings("GlyphSettings", 20_000), _maml_build, _maml_train, _maml_per_episode("maml-5way"), 5, 1,
+        _maml_settings("GlyphSettings", 20_000), _maml_build, _maml_train, _maml_per_episode("maml-5way"), 5, 1, check_episodes=50,
         extras=_extras(_maml_predict, ((5, 5, 400),))),
     "maml-20way": Spec(
         "maml-20way", "06", "MAML, Finn et al.'s 20-way 1-shot Omniglot preset (Conv4-64, 16 tasks, 5 inner steps, "
         "second order)",
         _maml_settings("TwentyWayGlyphSettings", 10_000), _maml_build, _maml_train, _maml_per_episode("maml-20way"),
-        20, 1, episodes=200, extras=_extras(_maml_predict, ((20, 5, 200),))),
+        20, 1, episodes=200, check_episodes=50, extras=_extras(_maml_predict, ((20, 5, 200),))),
 }
 SPECS = tuple(BY_NAME.values())

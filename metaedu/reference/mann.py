@@ -3,10 +3,11 @@
 One checkpoint holds both networks (an ``nn.ModuleDict``: ``"mann"`` and ``"lstm"``), trained with
 :func:`metaedu.algorithms.mann.train_model` at :meth:`MANNSettings.reference` (the paper's task and
 network; pixels, no encoder, as in ``full()``). MANN gets most of the time budget; the LSTM then gets
-as many updates as MANN made. The score is MANN's accuracy at the 2nd instance of a class, one value per
-fixed test episode (5 classes x 10 images from the evaluation alphabets, sampler seed
-:data:`EVAL_SEED`). The extras hold the instance-accuracy curves of MANN, the LSTM and the nearest
-neighbour on the same inputs (the same 20 x 20 pixels), all scored on those same episodes.
+as many updates as MANN made (the record's ``steps`` and ``baseline_steps``). The score is MANN's
+accuracy at the 2nd instance of a class, one value per fixed test episode (5 classes x 10 images from
+the evaluation alphabets, sampler seed :data:`EVAL_SEED`). The extras hold the instance-accuracy
+curves of MANN, the LSTM and the nearest neighbour on the same inputs (the same 20 x 20 pixels), all
+scored on those same episodes, with each episode's value for paired comparisons.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from metaedu.evaluation import Score
 from metaedu.reference.spec import EVAL_SEED, Spec, glyphs
 
 NAME = "mann"
@@ -51,20 +53,19 @@ def _build(settings, device) -> nn.ModuleDict:
 
 
 def _train(model: nn.ModuleDict, settings, device, seed: int, max_seconds: float | None = None) -> int:
-    """MANN for ``settings.steps`` updates (or ``MANN_SHARE`` of the budget), then the LSTM for as many."""
+    """MANN for ``settings.steps`` updates (or ``MANN_SHARE`` of the budget), then the LSTM for as many
+    (``settings.baseline_steps`` is not used: the paper trains both equally); returns MANN's updates, which
+    the record keeps as both ``steps`` and ``baseline_steps`` (the spec's two step fields)."""
     from metaedu.algorithms import mann
 
     _check(settings)
-    if settings.baseline_steps != settings.steps:
-        raise ValueError(f"the MANN reference trains both networks equally long; got steps={settings.steps}, "
-                         f"baseline_steps={settings.baseline_steps}")
-    settings = dataclasses.replace(settings, checkpoint=False)
+    quiet = dataclasses.replace(settings, checkpoint=False)
     share = None if max_seconds is None else MANN_SHARE * max_seconds
-    sampler = _sampler(settings, "background", device, seed, training=True)
-    done = mann.train_model(model["mann"], sampler, settings, settings.steps, checkpoint=False, desc="MANN",
+    sampler = _sampler(quiet, "background", device, seed, training=True)
+    done = mann.train_model(model["mann"], sampler, quiet, quiet.steps, checkpoint=False, desc="MANN",
                             max_seconds=share).steps_done
-    sampler = _sampler(settings, "background", device, seed, training=True)  # the same episodes for the LSTM
-    lstm = mann.train_model(model["lstm"], sampler, settings, done, checkpoint=False, desc="LSTM")
+    sampler = _sampler(quiet, "background", device, seed, training=True)  # the same episodes for the LSTM
+    lstm = mann.train_model(model["lstm"], sampler, quiet, done, checkpoint=False, desc="LSTM")
     if lstm.steps_done != done:
         raise RuntimeError(f"the LSTM stopped after {lstm.steps_done} of {done} updates")
     return done
@@ -108,13 +109,45 @@ def _extras(model: nn.ModuleDict, settings, device) -> dict:
 
     per_episode = _accuracies(model, settings, device, SPEC.episodes)
     curves = {name: {str(k): mean_ci(v).as_dict() for k, v in acc.items()} for name, acc in per_episode.items()}
-    return {"instances": list(mann.INSTANCES), "episodes": SPEC.episodes, "accuracy": curves}
+    values = {name: {str(k): [round(float(x), 4) for x in v] for k, v in acc.items()} for name, acc in per_episode.items()}
+    return {"instances": list(mann.INSTANCES), "episodes": SPEC.episodes, "accuracy": curves,
+            "per_episode": values}  # each test episode's accuracy: paired comparisons without re-scoring
+
+
+def recorded_curves(record: dict) -> tuple[dict[str, dict[int, Score]], dict[str, dict[int, torch.Tensor]]]:
+    """From a record (``reference.read_record("mann")``): each method's accuracy with its interval at each
+    instance, ``{method: {k: Score}}``, and each test episode's accuracy, ``{method: {k: [episodes]}}``."""
+    if record.get("name") != NAME:
+        raise ValueError(f"expected the record of the {NAME!r} reference, got {record.get('name')!r}")
+    extras = record["extras"]
+    scores = {name: {int(k): Score(**s) for k, s in acc.items()} for name, acc in extras["accuracy"].items()}
+    values = {name: {int(k): torch.tensor(v, dtype=torch.float64) for k, v in acc.items()}
+              for name, acc in extras["per_episode"].items()}
+    return scores, values
+
+
+def curves(folder=None) -> tuple[dict, dict[str, dict[int, Score]], dict[str, dict[int, torch.Tensor]]]:
+    """The shipped reference's record and its curves (as :func:`recorded_curves`).
+
+    A record written before the extras kept each episode's values is re-scored from its weights on the
+    CPU (the same fixed episodes; seconds). A missing or stale file raises, naming ``metaedu pretrain mann``.
+    """
+    from metaedu import reference
+    from metaedu.evaluation import mean_ci
+
+    record = reference.read_record(NAME, folder)
+    if "per_episode" in record["extras"]:
+        return (record, *recorded_curves(record))
+    model, settings, record = reference.load(NAME, "cpu", folder)
+    values = _accuracies(model, settings, torch.device("cpu"), record["extras"]["episodes"])
+    scores = {name: {k: mean_ci(v) for k, v in acc.items()} for name, acc in values.items()}
+    return record, scores, {name: {k: v.double() for k, v in acc.items()} for name, acc in values.items()}
 
 
 SPEC = Spec(
     NAME, "04", "MANN and its LSTM baseline, Santoro et al.'s Omniglot task (5 classes x 10 instances, one-hot "
     "labels, 20 x 20 pixels, 128 x 40 memory, 4 heads), trained for a time budget",
-    _settings, _build, _train, _per_episode, n_way=5, k_shot=0, n_query=0, episodes=500,
+    _settings, _build, _train, _per_episode, n_way=5, k_shot=0, n_query=0, episodes=500, check_episodes=50,
     test="MANN's accuracy at the 2nd instance of a class (5 classes x 10 images per episode, evaluation alphabets)",
     extras=_extras, steps_field=("steps", "baseline_steps"),
 )

@@ -204,7 +204,7 @@ def _spec(k_shot: int) -> Spec:
     return Spec(
         name, "02", f"Meta-learner LSTM, Ravi & Larochelle's 5-way {k_shot}-shot setting (Conv4-32 learner, T = 12, "
         "meta-batch 8), started from the pre-trained network and the tuned fine-tune rule, with its baselines",
-        _settings(k_shot), build, train, _per_episode(name), 5, k_shot, n_query=15, episodes=200,
+        _settings(k_shot), build, train, _per_episode(name), 5, k_shot, n_query=15, episodes=200, check_episodes=25,
         extras=_extras(name), steps_field="meta_steps")
 
 

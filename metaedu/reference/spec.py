@@ -37,6 +37,8 @@ class Spec:
     test: str = ""  # what the score measures, where n_way/k_shot do not say it (one line)
     data: Callable[[], dict] = field(default=None)  # the data's identity (default: the glyphs')
     extras: Callable[[torch.nn.Module, object, torch.device], dict] | None = None
+    check_episodes: int = 0  # how many of the first fixed episodes CI re-scores (0: all; the first n must not
+    #   depend on how many are drawn)
     steps_field: str | tuple[str, ...] = "steps"  # the settings field(s) counting training steps (set to the steps done)
 
 

@@ -52,11 +52,14 @@ Controller = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def rollout(env, controller: Controller, steps: int | None = None, seed: int | None = None) -> Trajectories:
+def rollout(env, controller: Controller, steps: int | None = None, seed: int | None = None,
+            with_rewards: bool = False) -> Trajectories:
     """Reset ``env`` (a :class:`~metaedu.rl.envs.TorchVectorEnv`) and run ``controller`` for ``steps`` steps.
 
     The controller sees the whole history of the episode so far, so an adaptive one (GrBAL, ReBAL,
-    dynamic evaluation) can read the last ``M`` transitions. ``steps`` defaults to the episode length.
+    dynamic evaluation) can read the last ``M`` transitions. With ``with_rewards`` it is also given the
+    rewards so far, ``controller(t, obs, actions, rewards [B, t])`` (a context that reads rewards, as in
+    Meta-Q-Learning). ``steps`` defaults to the episode length.
     """
     steps = env.max_steps if steps is None else steps
     if not 1 <= steps <= env.max_steps:
@@ -68,7 +71,8 @@ def rollout(env, controller: Controller, steps: int | None = None, seed: int | N
     rewards = torch.empty(b, steps, device=obs.device)
     all_obs[:, 0] = obs
     for t in range(steps):
-        action = controller(t, all_obs[:, :t + 1], all_actions[:, :t])
+        history = (t, all_obs[:, :t + 1], all_actions[:, :t]) + ((rewards[:, :t],) if with_rewards else ())
+        action = controller(*history)
         obs, reward, _, _, _ = env.step(action)
         all_obs[:, t + 1], all_actions[:, t], rewards[:, t] = obs, action, reward
     return Trajectories(all_obs, all_actions, rewards)

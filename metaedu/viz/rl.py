@@ -1,17 +1,21 @@
 """Figures of lecture 10 (meta-RL): reward over an episode with a failing motor, prediction errors,
-2-D navigation paths. Every function takes results already computed and returns the figure."""
+2-D navigation paths, paired results per seed or per goal. Every function takes results already computed and returns the figure."""
 
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from metaedu.viz.style import method_color
+from metaedu.viz.style import axes_for, method_color
 
 #: the course's colour keys of lecture 10's methods
 COLOR_KEYS = {"mb": "mb", "mb_de": "mb_dynamic_evaluation", "grbal": "grbal", "rebal": "rebal",
-              "maml": "maml_rl", "pretrained": "pretrained"}
+              "maml": "maml_rl", "pretrained": "pretrained", "rebal_long": "rebal",
+              "meta": "mql_no_adaptation", "new_only": "mql_new_data_only", "uniform": "mql_uniform_reuse",
+              "weighted": "mql_weighted_reuse", "mql": "mql"}
 
 
 def _interval(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -119,4 +123,28 @@ def visit_maps(maps: dict[str, torch.Tensor], goal: tuple[int, int], titles: dic
         ax.set_yticks([])
     fig.colorbar(shown, ax=list(axes[0]), label="log10(1 + visits)")
     axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False)
+    return fig
+
+
+def paired_points(values: dict[str, torch.Tensor], names: dict[str, str], ylabel: str, unit: str = "seed", ax=None,
+                  title: str | None = None):
+    """One column per method: a dot per ``unit`` (seed, goal), the same unit joined across columns by a grey
+    line (the comparison is paired), and the mean with its 95% interval over units as a black bar."""
+    keys = list(values)
+    fig, ax = axes_for(ax, (2.1 * len(keys) + 2.5, 5.2))
+    data = np.stack([values[k].double().numpy() for k in keys])  # [methods, units]
+    x = np.arange(len(keys))
+    for j in range(data.shape[1]):
+        ax.plot(x, data[:, j], color="#9a9a9a", lw=0.7, alpha=0.6, zorder=1)
+    for i, k in enumerate(keys):
+        ax.scatter(np.full(data.shape[1], x[i]), data[i], s=28, color=method_color(COLOR_KEYS.get(k, k)),
+                   edgecolor="black", linewidth=0.4, zorder=2)
+        half = 1.96 * data[i].std(ddof=1) / data.shape[1] ** 0.5 if data.shape[1] > 1 else 0.0
+        ax.errorbar(x[i] + 0.18, data[i].mean(), yerr=half, fmt="_", color="black", markersize=18, capsize=5,
+                    lw=2, zorder=3)
+    ax.set_xticks(x, [textwrap.fill(names.get(k, k), 15) for k in keys])
+    ax.set_xlim(-0.5, len(keys) - 0.3)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"one dot per {unit}; black: mean and 95% interval over {data.shape[1]} {unit}s")
+    fig.tight_layout()
     return fig

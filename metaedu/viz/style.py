@@ -82,6 +82,10 @@ METHOD_COLORS = {
     "rebal": "#2ca02c",
     "maml_rl": "#1f4e9c",
     "mql": "#9467bd",
+    "mql_no_adaptation": "#bdbdbd",  # MQL's experiment: theta_meta as it is
+    "mql_new_data_only": "#c5b0d5",  # adapted on the new task's data alone
+    "mql_uniform_reuse": "#6a3d9a",  # adapted with the old buffer at weight 1
+    "mql_weighted_reuse": "#3f007d",  # adapted with the old buffer weighted by beta, no proximal term
     "curiosity": "#e377c2",
     # 11 unsupervised
     "cactus_protonet": "#2ca02c",
