@@ -77,25 +77,6 @@ def test_bad_input_is_refused_with_a_sentence(small, tmp_path):
         reference.load(NAME, folder=tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(ref.BY_NAME))
-def test_the_shipped_reference_reproduces_its_recorded_score(name, glyphs):
-    weights, _ = reference.paths(name)
-    if not weights.is_file():  # not built yet: loading it must say how to build it
-        with pytest.raises(FileNotFoundError, match=f"metaedu pretrain {name}"):
-            reference.load(name)
-        return
-    model, settings, record = reference.load(name, "cpu")
-    again, values = reference.score(name, model, settings, "cpu")
-    recorded = reference.recorded_score(record)
-    assert abs(again.mean - recorded.mean) <= recorded.ci95, (again, recorded)
-    # episode by episode (trained and scored on a GPU, re-scored here on a CPU): within one query on most episodes.
-    # The learned rule's large steps amplify float differences between devices: the 1-shot file shipped from an
-    # H200 agrees to one query on 185 of its 200 episodes on this CPU (the 5-shot one on more), so 85% is the bar.
-    one_query = 100 / (record["test"]["n_way"] * record["test"]["n_query"])
-    close = (values - torch.tensor(record["extras"]["per_episode"]["meta-learner"])).abs() <= one_query + 1e-6
-    assert close.float().mean() >= 0.85, f"{int((~close).sum())} of {close.numel()} episodes differ by more than a query"
-
-
 def test_first_episodes_are_the_records_first_episodes(small):
     """Re-scoring the first few episodes of a record needs the same episodes the scorer drew."""
     from metaedu.reference.spec import test_sampler
