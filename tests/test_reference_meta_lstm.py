@@ -46,7 +46,7 @@ def test_written_reference_loads_back_and_reproduces_its_score_and_extras(small,
     assert again.mean == pytest.approx(record["score"]["mean"], abs=1e-9) and values.numel() == 6
     per_episode = extras["per_episode"]
     assert values.tolist() == pytest.approx(per_episode["meta-learner"], abs=1e-3)  # the score's own episodes
-    assert set(per_episode) == {"meta-learner", "fine-tune", "learned rule + start c0", "start rule + learned c0",
+    assert set(per_episode) == {"meta-learner", "fine-tune", "nearest neighbour", "learned rule + start c0", "start rule + learned c0",
                                 "start (before meta-training)"} and all(len(v) == 6 for v in per_episode.values())
     # the start is the pre-trained network with the fine-tune rule: its input gate is the chosen step size
     start = model["start"]
@@ -75,3 +75,14 @@ def test_bad_input_is_refused_with_a_sentence(small, tmp_path):
         ref.train(ref.build(odd, torch.device("cpu")), odd, torch.device("cpu"), 0, None)
     with pytest.raises(FileNotFoundError, match=f"metaedu pretrain {NAME}"):
         reference.load(NAME, folder=tmp_path)
+
+
+def test_first_episodes_are_the_records_first_episodes(small):
+    """Re-scoring the first few episodes of a record needs the same episodes the scorer drew."""
+    from metaedu.reference.spec import test_sampler
+
+    few = ref.first_episodes(NAME, 3)
+    whole = test_sampler(small, "cpu").sample(ref.EVAL_BATCH)
+    assert few.tasks == 3 and torch.equal(few.x_query, whole.x_query[:3]) and torch.equal(few.y_support, whole.y_support[:3])
+    with pytest.raises(ValueError, match="first draw holds"):
+        ref.first_episodes(NAME, ref.EVAL_BATCH + 1)

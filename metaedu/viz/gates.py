@@ -185,3 +185,34 @@ def fixed_gate_figure(curves: dict[str, np.ndarray], title: str = ""):
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def recorded_gate_curves(summaries: dict[str, dict], title: str | None = None):
+    """A reference's gates and accuracy over the updates, trained (solid) against its start (dashed).
+
+    ``summaries[setting]`` is a reference record's ``extras["gates"]`` (``metaedu.reference.meta_lstm``):
+    ``trained``/``start`` each hold ``input_gate["all"]``, ``forget_gate["all"]`` (mean per update t = 1..T)
+    and ``query_acc`` (D_test accuracy after t = 0..T updates). Columns: input gate, forget gate, accuracy.
+    """
+    rows = list(summaries)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(14.5, 3.6 * len(rows)), squeeze=False)
+    for r, setting in enumerate(rows):
+        s = summaries[setting]
+        for c, key in enumerate(("input_gate", "forget_gate", "query_acc")):
+            ax = axes[r, c]
+            for which, style, label in (("trained", "-o", "reference (trained)"), ("start", "--s", "its start")):
+                y = np.asarray(s[which][key] if key == "query_acc" else s[which][key]["all"], dtype=float)
+                t = np.arange(len(y)) if key == "query_acc" else np.arange(1, len(y) + 1)
+                ax.plot(t, y, style, ms=4, lw=2.0, color=COLORS["ours"] if which == "trained" else COLORS["baseline"],
+                        label=label)
+            ax.set_xlabel("update t")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{setting}: {key.replace('_', ' ') if key != 'query_acc' else 'D_test accuracy (%)'}",
+                         fontsize=12)
+            if key == "forget_gate":
+                ax.ticklabel_format(axis="y", useOffset=False)
+    axes[0, 0].legend(frameon=False, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=14)
+    fig.tight_layout()
+    return fig
