@@ -183,8 +183,7 @@ class MAML(nn.Module):
             grads = torch.autograd.grad(loss.sum(), [fast[n] for n in self.adapted], create_graph=create_graph)
             fast = dict(fast)
             for name, g in zip(self.adapted, grads):
-                alpha = self.alpha(name)  # theta' = theta - alpha * grad (one fused operation for a fixed alpha)
-                fast[name] = fast[name] - alpha * g if self.meta_sgd else torch.add(fast[name], g, alpha=-alpha)
+                fast[name] = fast[name] - self.alpha(name) * g  # theta' = theta - alpha * grad
             path.append(fast)
         return path if keep_path else fast
 
