@@ -89,7 +89,6 @@ def test_bad_input_to_the_mann_reference_is_refused_clearly(written, tmp_path):
         mann_reference._accuracies(model, settings, "cpu", 0)
 
 
-@pytest.mark.skipif(not reference.paths("mann")[1].is_file(), reason="no shipped MANN reference (metaedu pretrain mann)")
 def test_the_shipped_mann_reference_reproduces_its_curves(glyphs):
     """The shipped file re-scores to its record: MANN (the score) and the LSTM and the nearest neighbour (extras)."""
     torch.set_num_threads(1)

@@ -87,12 +87,9 @@ def _train(model: nn.ModuleDict, settings, device, seed, max_seconds=None):
     timing["maml"] = time.perf_counter() - start
 
     purity = cactus.cluster_purity(assignments[0], labels)
-    _STAGES.update(seconds={k: round(v, 1) for k, v in timing.items()},
-                   purity=round(float(purity.nanmean()), 4), images=len(images))
+    model.stages = {"seconds": {k: round(v, 1) for k, v in timing.items()},  # for the record's extras
+                    "purity": round(float(purity.nanmean()), 4), "images": len(images)}
     return dataclasses.replace(settings, protonet=p, maml=m)
-
-
-_STAGES: dict = {}  # what the last training run measured on the way (for the record's extras)
 
 
 def _sampler(k_shot: int, device):
@@ -127,7 +124,7 @@ def _extras(model, settings, device) -> dict:
     from metaedu.evaluation import episode_accuracies
 
     model.eval()
-    out = {"stages": dict(_STAGES), "per_episode": {}}
+    out = {"stages": getattr(model, "stages", {}), "per_episode": {}}  # what training measured on the way
     for k_shot in SHOTS:
         for name, predict in _methods(model, settings).items():
             values = episode_accuracies(predict, _sampler(k_shot, device), SPEC.episodes, batch=50)
