@@ -10,6 +10,7 @@ way to run modules in evaluation mode for a while.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -131,9 +132,10 @@ _FREED_MEMORY_LIMIT: int | None = None  # the limit keep_freed_memory applied in
 _GLIBC_DEFAULT = 128 * 1024  # glibc's initial M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (malloc.h)
 
 
+@functools.lru_cache(maxsize=None)
 def _libc_function(name: str):
     """A function of the C library through ctypes, or None where it has none (glibc's are missing on
-    macOS, musl, Windows)."""
+    macOS, musl, Windows). Looked up once per name: MAML's multi-pass plans use it on every call."""
     import ctypes
     import ctypes.util
 
@@ -182,22 +184,24 @@ def freed_memory_limit() -> int | None:
 
 
 @contextmanager
-def freed_memory_kept(limit: int = 1 << 30) -> Iterator[bool]:
-    """:func:`keep_freed_memory` for one block only, an opt-in (``benchmarks/maml_speed.py --keep-freed-memory``).
+def freed_memory_kept(limit: int = 1 << 30, warn: bool = True) -> Iterator[bool]:
+    """:func:`keep_freed_memory` for one block only: an opt-in for a whole run
+    (``benchmarks/maml_speed.py --keep-freed-memory``), and what each multi-pass MAML meta-gradient on
+    the CPU runs inside (:meth:`metaedu.algorithms.maml_core.MAML.run_plan`).
 
     Yields whether it was applied. Inside, freed buffers below ``limit`` bytes are kept for reuse
     (no page faults for a repeated 60 MB activation); after the block the thresholds go back to what
     they were: glibc's initial 128 kB (glibc then no longer raises the mmap threshold on its own,
     which costs little) or the process-wide limit an earlier :func:`keep_freed_memory` set, and the
-    memory kept is given back (``malloc_trim``) unless that earlier limit holds. Without glibc's ``mallopt`` (macOS, musl, Windows) it warns
-    once, with the reason, and runs the block unchanged.
+    memory kept is given back (``malloc_trim``) unless that earlier limit holds. Without glibc's
+    ``mallopt`` (macOS, musl, Windows) it runs the block unchanged, and warns with the reason if ``warn``.
     """
     import warnings
 
     global _FREED_MEMORY_LIMIT
     before = _FREED_MEMORY_LIMIT
     applied = keep_freed_memory(limit)
-    if not applied:
+    if not applied and warn:
         warnings.warn("freed_memory_kept: this C library has no glibc mallopt (not Linux with glibc?), so freed "
                       "memory is handled as usual and the block runs unchanged", RuntimeWarning, stacklevel=3)
     try:

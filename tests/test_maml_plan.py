@@ -243,3 +243,31 @@ def test_freed_memory_kept_stops_page_faults_inside_the_block_only():
     assert inside < 1000  # 48 MB is 12,288 pages of 4 kB: none faulted in again
     assert after > 15 * 24 * 1024  # 96 MB = 24,576 pages, faulted in on most of the 20 allocations
     assert released > 40 * 2**20
+
+
+def test_multi_pass_plans_keep_freed_memory_during_the_call_only(monkeypatch, glyphs):
+    """A CPU plan of several passes runs inside ``freed_memory_kept`` (so a pass reuses the previous pass's
+    buffers instead of faulting them in anew) and leaves the allocator as it found it; one pass does not
+    touch it; without glibc the call runs unchanged and silently."""
+    learner, eps = conv_case(glyphs)
+    entered = []
+    real = runtime.freed_memory_kept
+
+    def spy(*args, **kwargs):
+        entered.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "freed_memory_kept", spy)
+    before = runtime.freed_memory_limit()
+    for plan in (Plan(loop=True), Plan(2, layout="channels_last")):
+        assert_plan_matches_loop(learner, eps, plan, 1)
+    assert entered == [{"warn": False}] * 2 and runtime.freed_memory_limit() == before
+    assert_plan_matches_loop(learner, eps, Plan(), 1)  # one pass over the whole meta-batch
+    assert len(entered) == 2
+    monkeypatch.setattr(runtime, "_mallopt", lambda: None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_plan_matches_loop(learner, eps, Plan(2), 1)
+    assert runtime.freed_memory_limit() == before
