@@ -120,8 +120,11 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
 
     sizes = {}
 
+    limits = set()
+
     def fake_run(plan, part, steps):
         sizes[str(plan)] = part.x_support.shape[0]
+        limits.add(runtime.freed_memory_limit())  # timed in the steady state: freed buffers kept (glibc)
         now[0] += cost.get(str(plan), 100.0) * part.x_support.shape[0] / 1000  # cost: ms per task
         return real_run(plan, part, steps)
 
@@ -130,11 +133,15 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     marker = [torch.full_like(p, 7.0) for p in learner.parameters()]
     for p, m in zip(learner.parameters(), marker):
         p.grad = m.clone()
+    before = runtime.freed_memory_limit()
     plan, timings = maml_plan.autotune(learner, tasks, 1, budget=0.5)
     assert str(plan) == "2/contiguous/grouped"
     assert set(timings) == set(cost)  # 4 per pass was slower than 2 and all 5 would cost over budget / 10
     assert timings["loop"] == pytest.approx(5.0)
     assert sizes == {"loop": 4, "1/contiguous/grouped": 4, "2/contiguous/grouped": 4, "4/contiguous/grouped": 4}
+    if sys.platform.startswith("linux"):
+        assert len(limits) == 1 and None not in limits
+    assert runtime.freed_memory_limit() == before  # and the allocator is left as it was
     sizes.clear()
     for p, m in zip(learner.parameters(), marker):
         assert torch.equal(p.grad, m)
