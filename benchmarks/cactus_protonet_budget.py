@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import time
 
-import torch
 
 from metaedu import reference
 from metaedu.algorithms import cactus, protonet
