@@ -7,7 +7,9 @@ the per-task loop on both clocks, the peak memory of each implementation, the ex
 
     python benchmarks/maml_speed.py                          # CPU, 1 and 2 threads
     python benchmarks/maml_speed.py --device cuda            # the same on a GPU (1 thread)
-    python benchmarks/maml_speed.py --keep-freed-memory      # with runtime.freed_memory_kept around it
+    python benchmarks/maml_speed.py --keep-freed-memory      # freed memory kept for the whole run: how the
+                                                             # lectures, `metaedu train` and `metaedu pretrain`
+                                                             # run (their set_threads() keeps it process-wide)
     python benchmarks/maml_speed.py --out results/           # also write maml_speed.json there
 
 "ours" is what training runs: ``MAML.meta_gradient`` with ``plan="auto"``, i.e. the plan measured
