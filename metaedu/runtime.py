@@ -129,7 +129,10 @@ def set_threads(n: int | None = None) -> int:
 
 
 _FREED_MEMORY_LIMIT: int | None = None  # the limit keep_freed_memory applied in this process, if any
-_GLIBC_DEFAULT = 128 * 1024  # glibc's initial M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (malloc.h)
+# After a kept-memory block: the thresholds glibc's own adjustment reaches once it has freed a mapped buffer
+# of its largest adjustable size (DEFAULT_MMAP_THRESHOLD_MAX on 64 bits, malloc.c): buffers up to 32 MB are
+# reused from the heap, larger ones mapped. mallopt turns that adjustment off for good, so the block sets it.
+_AFTER_BLOCK_MMAP, _AFTER_BLOCK_TRIM = 32 << 20, 64 << 20
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,12 +154,12 @@ def _mallopt():
     return _libc_function("mallopt")
 
 
-def _set_thresholds(limit: int) -> bool:
+def _set_thresholds(limit: int, trim: int | None = None) -> bool:
     mallopt = _mallopt()
     if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's parameter numbers (malloc.h)
-    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
+    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, trim or limit))
 
 
 def keep_freed_memory(limit: int = 1 << 30) -> bool:
@@ -191,8 +194,9 @@ def freed_memory_kept(limit: int = 1 << 30, warn: bool = True) -> Iterator[bool]
 
     Yields whether it was applied. Inside, freed buffers below ``limit`` bytes are kept for reuse
     (no page faults for a repeated 60 MB activation); after the block the thresholds go back to what
-    they were: glibc's initial 128 kB (glibc then no longer raises the mmap threshold on its own,
-    which costs little) or the process-wide limit an earlier :func:`keep_freed_memory` set, and the
+    they were: the process-wide limit an earlier :func:`keep_freed_memory` set, or else the values glibc's
+    own adjustment settles at (buffers up to 32 MB reused, larger ones mapped; glibc no longer adjusts
+    them itself once ``mallopt`` has been called, so the block leaves them there), and the
     memory kept is given back (``malloc_trim``) unless that earlier limit holds. Without glibc's
     ``mallopt`` (macOS, musl, Windows) it runs the block unchanged, and warns with the reason if ``warn``.
     """
@@ -208,7 +212,10 @@ def freed_memory_kept(limit: int = 1 << 30, warn: bool = True) -> Iterator[bool]
         yield applied
     finally:
         if applied:
-            _set_thresholds(before or _GLIBC_DEFAULT)
+            if before is None:
+                _set_thresholds(_AFTER_BLOCK_MMAP, _AFTER_BLOCK_TRIM)
+            else:
+                _set_thresholds(before)
             _FREED_MEMORY_LIMIT = before
             trim = _libc_function("malloc_trim")
             if before is None and trim is not None:

@@ -227,7 +227,8 @@ def test_freed_memory_kept_is_scoped(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
 def test_freed_memory_kept_stops_page_faults_inside_the_block_only():
     """Inside the block a repeated 48 MB buffer is reused without page faults; after it the memory kept is
-    given back (the resident size falls) and a new 96 MB buffer is mapped and faulted in anew each time."""
+    given back (the resident size falls), a new 96 MB buffer is mapped and faulted in anew each time, and a
+    16 MB one is reused (glibc's own steady state for buffers up to 32 MB)."""
     script = (
         "import resource, torch\n"
         "from metaedu import runtime\n"
@@ -243,13 +244,14 @@ def test_freed_memory_kept_stops_page_faults_inside_the_block_only():
         "    faults(48)\n"
         "    inside, rss_inside = faults(48), rss()\n"
         "rss_after = rss()\n"
-        "print(inside, faults(96), rss_inside - rss_after)\n"
+        "print(inside, faults(96), rss_inside - rss_after, faults(16))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    inside, after, released = map(int, out.split())
+    inside, after, released, small_after = map(int, out.split())
     assert inside < 1000  # 48 MB is 12,288 pages of 4 kB: none faulted in again
     assert after > 15 * 24 * 1024  # 96 MB = 24,576 pages, faulted in on most of the 20 allocations
     assert released > 40 * 2**20
+    assert small_after < 3 * 4096  # a 16 MB buffer (4,096 pages) is reused after the block, as glibc would
 
 
 def test_multi_pass_plans_keep_freed_memory_during_the_call_only(monkeypatch, glyphs):
