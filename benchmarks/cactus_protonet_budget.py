@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     print(f"CACTUs-ProtoNets trained here: {history.steps_done} steps in {time.perf_counter() - start:.0f} s "
           f"(the reference's: {record['settings']['protonet']['steps']} steps on {record['device']})", flush=True)
 
-    here = f"CACTUs-ProtoNets, {history.steps_done} steps ({args.embedding if args.embedding != 'reference' else 'contrastive'})"
-    knn_name = f"{'autoencoder' if args.embedding == 'autoencoder' else 'contrastive'} embedding + kNN"
+    kind = "autoencoder" if args.embedding == "autoencoder" else "contrastive"
+    here, knn_name = f"CACTUs-ProtoNets, {history.steps_done} steps ({kind})", f"{kind} embedding + kNN"
     methods = {knn_name: lambda e: cactus.knn_predict(encoder, e), **methods, here: lambda e: predict(trained, e)}
     episodes = record["test"]["episodes"]
     acc = {name: episode_accuracies(f, cactus_reference._sampler(1, device), episodes, batch=50).double()
