@@ -253,9 +253,10 @@ class MAML(nn.Module):
         saved, self._forward_options = self._forward_options, plan.forward_options()
         try:
             for start in range(0, n, size):
-                part = slice(start, start + size) if size < n else slice(None)  # one pass: no copies
-                losses, out = self.query_losses(tasks.x_support[part], tasks.y_support[part], tasks.x_query[part],
-                                                tasks.y_query[part], steps)
+                data = (tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query)
+                if size < n:  # one pass takes the tensors as they are
+                    data = tuple(t[start:start + size] for t in data)
+                losses, out = self.query_losses(*data, steps)
                 (losses.sum() / n).backward()
                 total = total + losses.detach().sum()
                 outs.append(out.detach())
@@ -278,7 +279,7 @@ def task_loss(out: torch.Tensor, y: torch.Tensor, loss) -> torch.Tensor:
     if loss == "mse":
         if out.shape != y.shape:
             raise ValueError(f"outputs {tuple(out.shape)} and targets {tuple(y.shape)} differ in shape")
-        return ((out - y) ** 2).flatten(1).mean(1)
+        return F.mse_loss(out, y, reduction="none").mean(tuple(range(1, out.dim())))
     if y.shape != out.shape[:2]:
         raise ValueError(f"labels {tuple(y.shape)} do not match outputs {tuple(out.shape)} (expected [tasks, n])")
     return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
