@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     model, settings, record = reference.load("cactus-5way", device)
     model.eval()
-    images, labels = cactus_reference._images(settings)
+    images, labels = cactus_reference.images(settings)
     methods = {"CACTUs-ProtoNets, shipped (contrastive)": lambda e: predict(model["protonet"], e)}
     encoder = model["encoder"]
     if args.embedding == "autoencoder":
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     here, knn_name = f"CACTUs-ProtoNets, {history.steps_done} steps ({kind})", f"{kind} embedding + kNN"
     methods = {knn_name: lambda e: cactus.knn_predict(encoder, e), **methods, here: lambda e: predict(trained, e)}
     episodes = record["test"]["episodes"]
-    acc = {name: episode_accuracies(f, cactus_reference._sampler(1, device), episodes, batch=50).double()
+    acc = {name: episode_accuracies(f, cactus_reference.sampler(1, device), episodes, batch=50).double()
            for name, f in methods.items()}
     print(f"\n5-way 1-shot accuracy (%) on the reference's {episodes} fixed episodes of the evaluation alphabets")
     for name, values in acc.items():
