@@ -41,7 +41,9 @@ from metaedu.tasks.episodes import Episodes
 from metaedu.tasks.partitions import PartitionTasks
 from metaedu.training import History, train
 
-EMBEDDINGS = ("contrastive", "autoencoder")
+#: Step 1's models by ``CactusSettings.embedding``: each trains on unlabelled images, and its ``encoder`` is f
+EMBEDDING_MODELS = {"contrastive": ContrastiveEncoder, "autoencoder": ConvAutoencoder}
+EMBEDDINGS = tuple(EMBEDDING_MODELS)
 
 
 def _protonet_quick() -> protonet.ProtoNetSettings:
@@ -98,7 +100,7 @@ def train_embedding(settings: CactusSettings, images: torch.Tensor, device="cpu"
     """
     device = torch.device(device)
     with seeded(seed):
-        make = ContrastiveEncoder if settings.embedding == "contrastive" else ConvAutoencoder
+        make = EMBEDDING_MODELS[settings.embedding]
         model = make(settings.embed_hidden, settings.embed_head, images.shape[1], images.shape[-1]).to(device)
     images = images.to(device)
     g = torch.Generator().manual_seed(seed)

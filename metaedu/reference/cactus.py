@@ -38,12 +38,11 @@ def _settings(embedding: str = "contrastive"):
 def _parts(settings, device) -> nn.ModuleDict:
     """The untrained pieces, built exactly as the cactus module's trainers build them."""
     from metaedu.algorithms import maml, protonet
-    from metaedu.nn.unsupervised import ContrastiveEncoder, ConvAutoencoder
+    from metaedu.algorithms.cactus import EMBEDDING_MODELS
     from metaedu.runtime import seeded
 
-    make = {"contrastive": ContrastiveEncoder, "autoencoder": ConvAutoencoder}[settings.embedding]
     with seeded(0):
-        encoder = make(settings.embed_hidden, settings.embed_head).encoder
+        encoder = EMBEDDING_MODELS[settings.embedding](settings.embed_hidden, settings.embed_head).encoder
     with seeded(0):
         proto = protonet.ProtoNet(settings.protonet, 1, 28)
     with seeded(0):
