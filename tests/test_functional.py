@@ -9,6 +9,7 @@ from metaedu.nn.backbones import MLP, Conv4
 from metaedu.nn.functional import (
     batched_forward,
     check_batch_norm,
+    mlp_mse_gradients,
     parameter_dict,
     per_task,
     single_forward,
@@ -120,3 +121,41 @@ def test_bad_shapes_are_named():
         batched_forward(model, params, torch.zeros(2, 5, 1), route="fast")
     with pytest.raises(ValueError, match="tasks must be at least 1"):
         per_task(parameter_dict(model), 0)
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid], ids=lambda a: a.__name__)
+def test_written_out_mlp_gradients_equal_autograds_and_so_do_their_derivatives(activation):
+    """Each task's MSE gradient from the backward recursion equals autograd's on the one-task-at-a-time
+    module, and differentiating the gradients again (the second-order term MAML needs) gives autograd's
+    Hessian-vector products."""
+    torch.manual_seed(0)
+    model = MLP((3, 7, 5, 2), activation=activation).double()
+    params = {n: p.requires_grad_() for n, p in random_task_params(model).items()}
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(TASKS, 6, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(TASKS, 6, 2, generator=g, dtype=torch.float64)
+    losses, out, grads = mlp_mse_gradients(model, params, x, y)
+    assert list(grads) == list(params) and out.shape == y.shape
+    for t in range(TASKS):
+        one = {n: p[t] for n, p in params.items()}
+        loss = ((single_forward(model, one, x[t]) - y[t]) ** 2).mean()
+        torch.testing.assert_close(losses[t], loss)
+        expected = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        for name, e in zip(params, expected):
+            torch.testing.assert_close(grads[name][t], e[t], rtol=1e-12, atol=1e-14)
+    v = [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params.values()]
+    by_autograd = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=True)
+    hvp = torch.autograd.grad(sum((a * b).sum() for a, b in zip(by_autograd, v)), list(params.values()),
+                              retain_graph=True)
+    written = torch.autograd.grad(sum((grads[n] * b).sum() for n, b in zip(params, v)), list(params.values()))
+    for a, b in zip(written, hvp):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_written_out_gradients_name_what_they_cannot_take():
+    with pytest.raises(ValueError, match="takes an MLP with activations"):
+        mlp_mse_gradients(MLP((1, 4, 1), activation=torch.nn.GELU), {}, torch.zeros(1, 2, 1), torch.zeros(1, 2, 1))
+    model = MLP((1, 4, 2)).double()
+    params = per_task(parameter_dict(model), 2)
+    with pytest.raises(ValueError, match="differ in shape"):
+        mlp_mse_gradients(model, params, torch.zeros(2, 3, 1, dtype=torch.float64), torch.zeros(2, 3, 1, dtype=torch.float64))

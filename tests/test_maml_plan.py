@@ -69,7 +69,7 @@ def test_every_conv4_plan_gives_the_loops_meta_gradient(glyphs, plan):
 
 
 @pytest.mark.parametrize("variant", [{}, {"first_order": True}, {"meta_sgd": True}, {"anil": True}], ids=str)
-@pytest.mark.parametrize("plan", ["loop", "1", "2", "all"])
+@pytest.mark.parametrize("plan", ["loop", "1", "2", "all", "2/analytic", "all/analytic"])
 def test_every_plan_gives_the_loops_meta_gradient_for_each_variant(variant, plan):
     learner, tasks = sine_case(**variant)
     assert_plan_matches_loop(learner, tasks, Plan.parse(plan), steps=2)
@@ -86,9 +86,11 @@ def test_unfolded_first_layer_equals_the_grouped_convolution():
 
 
 def test_plan_text_round_trips_and_bad_plans_are_named():
-    for text in ("loop", "all/contiguous/grouped", "2/channels_last/unfold"):
+    for text in ("loop", "all/contiguous/grouped", "2/channels_last/unfold", "all/contiguous/grouped/analytic"):
         assert str(Plan.parse(text)) == text
     assert Plan.parse("4/unfold") == Plan(4, layout="contiguous", first_layer="unfold")
+    assert Plan.parse("all/analytic") == Plan(inner_gradient="analytic")
+    assert str(Plan.parse("all/autograd")) == "all/contiguous/grouped"  # the default is not spelt out
     for bad, words in (("fast", "must start with"), ("0", "tasks_per_pass"), ("2/rows", "is not one of"),
                        ("2/contiguous/channels_last", "given twice")):
         with pytest.raises(ValueError, match=words):
@@ -100,6 +102,21 @@ def test_plan_text_round_trips_and_bad_plans_are_named():
     with pytest.raises(ValueError, match="plan must be"):
         MAML(MLP(), "mse", plan=3)
     assert MAML(MLP(), "mse", task_chunk=3).plan == Plan(3)
+    with pytest.raises(ValueError, match="inner_gradient"):
+        Plan(inner_gradient="numeric")
+
+
+def test_analytic_plans_are_refused_where_the_gradients_are_not_an_mlps_mse(glyphs):
+    learner, eps = conv_case(glyphs)
+    with pytest.raises(ValueError, match="writes out the inner gradients of an MLP's MSE; this learner"):
+        learner.run_plan(Plan.parse("all/analytic"), eps, 1)
+    _, tasks = sine_case()
+    for other in (LLAMA(MLP((1, 8, 1)), "mse", 0.05, eta=1e-3), MAML(MLP((1, 8, 1)), lambda o, y: (o - y).abs().mean((1, 2)))):
+        assert not maml_plan.analytic_allowed(other)
+        with pytest.raises(ValueError, match="is not one"):
+            other.double().run_plan(Plan.parse("all/analytic"), tasks, 1)
+    assert maml_plan.analytic_allowed(sine_case()[0])
+    assert not maml_plan.analytic_allowed(MAML(MLP((1, 8, 1), activation=torch.nn.GELU), "mse"))
 
 
 def test_loop_is_refused_where_a_subclass_changes_the_objective():
@@ -114,7 +131,8 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     """A fake clock: each plan costs what the table says per task; the tuner must pick the cheapest,
     stop doubling once a larger pass is slower, and leave the parameters' gradients as they were."""
     learner, tasks = sine_case()
-    cost = {"loop": 5.0, "1/contiguous/grouped": 6.0, "2/contiguous/grouped": 4.0, "4/contiguous/grouped": 4.5}
+    cost = {"loop": 5.0, "1/contiguous/grouped": 6.0, "2/contiguous/grouped": 4.0, "4/contiguous/grouped": 4.5,
+            "2/contiguous/grouped/analytic": 4.2}  # the written-out gradients tried at the best size
     now = [0.0]
     real_run = learner.run_plan
 
@@ -138,7 +156,8 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
     assert str(plan) == "2/contiguous/grouped"
     assert set(timings) == set(cost)  # 4 per pass was slower than 2 and all 5 would cost over budget / 10
     assert timings["loop"] == pytest.approx(5.0)
-    assert sizes == {"loop": 4, "1/contiguous/grouped": 4, "2/contiguous/grouped": 4, "4/contiguous/grouped": 4}
+    assert sizes == {"loop": 4, "1/contiguous/grouped": 4, "2/contiguous/grouped": 4, "4/contiguous/grouped": 4,
+                     "2/contiguous/grouped/analytic": 4}
     if sys.platform.startswith("linux"):
         assert len(limits) == 1 and None not in limits
     assert runtime.freed_memory_limit() == before  # and the allocator is left as it was
@@ -148,6 +167,8 @@ def test_autotune_keeps_the_fastest_and_the_loop_is_a_candidate(monkeypatch):
 
     plan, timings = maml_plan.autotune(learner, tasks, 1)  # the default budget: measuring all 5 is cheap enough
     assert str(plan) == "2/contiguous/grouped" and timings["all/contiguous/grouped"] == pytest.approx(100.0)
+    cost["2/contiguous/grouped/analytic"] = 3.0  # written-out gradients win where they are fastest
+    assert str(maml_plan.autotune(learner, tasks, 1)[0]) == "2/contiguous/grouped/analytic"
     cost["loop"] = 1.0  # the loop wins where it is fastest
     assert maml_plan.autotune(learner, tasks, 1)[0] == Plan(loop=True)
     # a budget spent early still measures MIN_CANDIDATES plans: the loop and the first two batched ones

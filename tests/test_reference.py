@@ -42,6 +42,42 @@ def test_a_written_reference_loads_back_with_its_settings_and_score(tmp_path, gl
     assert again.mean == first.mean and per_episode.numel() == 40
 
 
+def test_a_second_session_goes_on_from_the_first_and_records_both(tmp_path, glyphs, small_tests):
+    first = reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path / "one")
+    start = torch.load(tmp_path / "one" / "maml-5way.pt")
+    second = reference.pretrain("maml-5way", "cpu", steps=2, seed=1, folder=tmp_path / "two",
+                                init=tmp_path / "one" / "maml-5way.json")
+    assert second["steps"] == second["settings"]["steps"] == 3
+    assert [s["steps"] for s in second["sessions"]] == [1, 2] and second["sessions"][0]["command"] == first["command"]
+    assert second["command"] == ("metaedu pretrain maml-5way --steps 1 && metaedu pretrain maml-5way --steps 2 "
+                                 "--init metaedu/pretrained/maml-5way.json --seed 1")
+    assert second["seconds"] == pytest.approx(first["seconds"] + second["sessions"][1]["seconds"], abs=0.11)
+    # the second session started from the first one's weights: two meta-updates of Adam at the preset's
+    # step size move each tensor by at most 2 * outer_lr (plus rounding), far less than a fresh initialisation would
+    after = torch.load(tmp_path / "two" / "maml-5way.pt")
+    moved = max(float((after[k] - start[k]).abs().max()) for k in start if start[k].is_floating_point())
+    assert 0 < moved <= 2 * second["settings"]["outer_lr"] * 1.01
+    third = reference.pretrain("maml-5way", "cpu", steps=1, seed=2, folder=tmp_path / "three",
+                               init=tmp_path / "two" / "maml-5way.json")
+    assert [s["steps"] for s in third["sessions"]] == [1, 2, 1] and third["steps"] == 4
+    with pytest.raises(ValueError, match="record of 'maml-5way', not of 'maml-20way'"):
+        reference.pretrain("maml-20way", "cpu", steps=1, folder=tmp_path, init=tmp_path / "one" / "maml-5way.json")
+    with pytest.raises(FileNotFoundError, match="weights beside it"):
+        reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path, init=tmp_path / "nothing.json")
+
+
+def test_rescoring_rewrites_the_score_and_extras_from_the_weights_and_keeps_the_rest(tmp_path, glyphs, small_tests):
+    record = reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
+    path = tmp_path / "maml-5way.json"
+    damaged = {**record, "score": {**record["score"], "mean": -1.0}, "per_episode": [0.0] * 40, "extras": {}}
+    path.write_text(json.dumps(damaged))
+    again = reference.rescore("maml-5way", "cpu", folder=tmp_path)
+    assert again["per_episode"] == record["per_episode"] and again["extras"] == record["extras"]
+    assert again["score"] == record["score"] and json.loads(path.read_text()) == again
+    assert {k: v for k, v in again.items() if k != "rescored"} == record  # training fields untouched
+    assert again["rescored"]["torch"] == torch.__version__ and "threads" in record["device"]
+
+
 def test_stale_and_missing_references_name_the_command_that_rebuilds_them(tmp_path, glyphs, small_tests):
     reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
     path = tmp_path / "maml-5way.json"
@@ -89,3 +125,22 @@ def test_every_shipped_reference_reproduces_its_recorded_score(name, glyphs):
         f"{hint}: mean {float(now.mean()):.3f} now vs {float(then.mean()):.3f} recorded on {record['device']}")
     if spec.unit == "%":  # accuracy per episode: the same episodes, the same answers up to a flipped query or two
         assert float((now - then).abs().mean()) <= 1.0, f"{hint}: {float((now - then).abs().mean()):.2f} points per episode"
+
+
+def test_the_20way_maml_reference_reproduces_its_score_after_more_test_steps(glyphs):
+    """The record's accuracy per episode after the released code's 10 test-time steps (lecture 06 pairs it with
+    ProtoNet's) is what the shipped weights give on the first fixed episodes, and more steps help this model."""
+    import dataclasses
+
+    from metaedu.reference.glyph_models import RELEASED_CODE_TEST_STEPS
+
+    torch.set_num_threads(1)
+    spec = reference.SPECS["maml-20way"]
+    model, settings, record = reference.load("maml-20way", "cpu")
+    then = torch.tensor(record["extras"]["test_steps"][str(RELEASED_CODE_TEST_STEPS)], dtype=torch.float64)
+    assert then.numel() == spec.episodes
+    n = spec.check_episodes
+    now = spec.per_episode(model, dataclasses.replace(settings, test_inner_steps=RELEASED_CODE_TEST_STEPS),
+                           torch.device("cpu"), n).double()
+    assert float((now - then[:n]).abs().mean()) <= 1.0
+    assert float(then.mean()) > float(reference.recorded_per_episode(record).mean())

@@ -64,6 +64,7 @@ from metaedu.nn.functional import (
     Params,
     batched_forward,
     check_batch_norm,
+    mlp_mse_gradients,
     parameter_dict,
     per_task,
     single_forward,
@@ -137,6 +138,7 @@ class MAML(nn.Module):
         self.plan = plan  # "auto" or a Plan
         self._plans: dict = {}  # plans chosen for "auto", by shapes (this process's memo of the cache)
         self._forward_options: dict = {}  # the running plan's Conv4 options for batched_forward
+        self._analytic = False  # the running plan writes the inner gradients out (an MLP with MSE)
         names = [n for n, _ in model.named_parameters()]
         self.adapted = head_names(model) if anil else names  # the parameters the inner loop changes
         self.inner_lrs = nn.ParameterDict(
@@ -179,9 +181,13 @@ class MAML(nn.Module):
             fast = {n: (p.detach().requires_grad_() if n in self.adapted else p) for n, p in fast.items()}
         path = [fast]
         for _ in range(steps):
-            loss, _ = self.task_losses(fast, x_support, y_support)  # [tasks]
-            # summing over tasks keeps the gradients per task: task i only touches fast[name][i]
-            grads = torch.autograd.grad(loss.sum(), [fast[n] for n in self.adapted], create_graph=create_graph)
+            if self._analytic:  # the same gradients, as expressions of fast (maml_plan's "analytic")
+                written = mlp_mse_gradients(self.model, fast, x_support, y_support)[2]
+                grads = [written[n] if create_graph else written[n].detach() for n in self.adapted]
+            else:
+                loss, _ = self.task_losses(fast, x_support, y_support)  # [tasks]
+                # summing over tasks keeps the gradients per task: task i only touches fast[name][i]
+                grads = torch.autograd.grad(loss.sum(), [fast[n] for n in self.adapted], create_graph=create_graph)
             fast = dict(fast)
             for name, g in zip(self.adapted, grads):
                 fast[name] = fast[name] - self.alpha(name) * g  # theta' = theta - alpha * grad
@@ -234,6 +240,9 @@ class MAML(nn.Module):
         n = tasks.x_support.shape[0]
         if plan.loop and not self.loop_allowed():
             raise ValueError(f"the plan 'loop' runs MAML's own objective; {type(self).__name__} changes it")
+        if plan.inner_gradient == "analytic" and not maml_plan.analytic_allowed(self):
+            raise ValueError(f"the plan {str(plan)!r} writes out the inner gradients of an MLP's MSE; this learner "
+                             f"({type(self).__name__}, {type(self.model).__name__}, loss {self.loss!r}) is not one")
         size = plan.size(n)
         if tasks.x_support.device.type != "cpu" or size >= n:
             return self._run_passes(plan, tasks, steps)
@@ -251,6 +260,7 @@ class MAML(nn.Module):
         size = plan.size(n)
         total, outs = 0.0, []
         saved, self._forward_options = self._forward_options, plan.forward_options()
+        self._analytic = plan.inner_gradient == "analytic"
         try:
             for start in range(0, n, size):
                 data = (tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query)
@@ -261,7 +271,7 @@ class MAML(nn.Module):
                 total = total + losses.detach().sum()
                 outs.append(out.detach())
         finally:
-            self._forward_options = saved
+            self._forward_options, self._analytic = saved, False
         return total / n, outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def predict(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, steps: int) -> torch.Tensor:

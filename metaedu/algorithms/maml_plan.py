@@ -4,7 +4,8 @@ The arithmetic of a second-order meta-gradient is fixed; how it is laid out is n
 meta-batch can go through the network all at once, a few per pass (each pass's graph freed after its
 backward pass), or one at a time in the usual per-task loop; Conv4's activations can be stored
 contiguously or channels-last; its first layer (one input channel, far from the kernels' peak) can run
-as a grouped convolution or as unfolded patches times weights. Which is fastest depends on the CPU
+as a grouped convolution or as unfolded patches times weights; an MLP's inner-loop gradients of the MSE
+can come from autograd or be written out as tensor expressions (``analytic``). Which is fastest depends on the CPU
 (its vector width, caches, and the C allocator's treatment of large buffers) or GPU, the thread count
 and the shapes: a choice tuned on one machine lost to the plain loop on another (issue 25). So
 :func:`choose` times a few candidate :class:`Plan` s on the first meta-batch of a given shape, keeps
@@ -41,6 +42,7 @@ from metaedu import runtime
 
 LAYOUTS = ("contiguous", "channels_last")  # Conv4 activations' memory order
 FIRST_LAYERS = ("grouped", "unfold")  # Conv4's first convolution: grouped convolution or patches x weights
+INNER_GRADIENTS = ("autograd", "analytic")  # the inner loop's gradients: autograd, or written out (MLP + MSE)
 CACHE_FILE = "maml_plans.json"
 TUNE_SECONDS = 15.0  # stop trying further candidates once tuning has taken this long
 REPEATS = 2  # timed runs per candidate after one warm-up run (the fastest counts)
@@ -58,6 +60,7 @@ class Plan:
     loop: bool = False  # the per-task loop (the unbatched module, one task at a time); other fields unused
     layout: str = "contiguous"  # Conv4's memory order: "contiguous" or "channels_last"
     first_layer: str = "grouped"  # Conv4's first convolution: "grouped" or "unfold"
+    inner_gradient: str = "autograd"  # "analytic": an MLP's MSE gradients written out (analytic_allowed)
 
     def __post_init__(self) -> None:
         if self.tasks_per_pass is not None and (isinstance(self.tasks_per_pass, bool)
@@ -67,16 +70,20 @@ class Plan:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.first_layer not in FIRST_LAYERS:
             raise ValueError(f"first_layer must be one of {FIRST_LAYERS}, got {self.first_layer!r}")
+        if self.inner_gradient not in INNER_GRADIENTS:
+            raise ValueError(f"inner_gradient must be one of {INNER_GRADIENTS}, got {self.inner_gradient!r}")
 
     def __str__(self) -> str:
         if self.loop:
             return "loop"
-        return f"{self.tasks_per_pass or 'all'}/{self.layout}/{self.first_layer}"
+        text = f"{self.tasks_per_pass or 'all'}/{self.layout}/{self.first_layer}"
+        return text + "/analytic" if self.inner_gradient == "analytic" else text
 
     @classmethod
     def parse(cls, text: str) -> "Plan":
-        """``"loop"``, or tasks per pass (a number or ``"all"``) optionally followed by ``/layout`` and
-        ``/first_layer`` in any order, e.g. ``"2"``, ``"all/channels_last"``, ``"4/contiguous/unfold"``."""
+        """``"loop"``, or tasks per pass (a number or ``"all"``) optionally followed by ``/layout``,
+        ``/first_layer`` and ``/inner_gradient`` in any order, e.g. ``"2"``, ``"all/channels_last"``,
+        ``"4/contiguous/unfold"``, ``"all/analytic"``."""
         parts = [p.strip() for p in str(text).split("/")]
         if parts == ["loop"]:
             return cls(loop=True)
@@ -85,9 +92,10 @@ class Plan:
             raise ValueError(f"plan {text!r} must start with 'loop', 'all' or a number of tasks per pass")
         fields = {"tasks_per_pass": None if head == "all" else int(head)}
         for option in options:
-            name = "layout" if option in LAYOUTS else "first_layer" if option in FIRST_LAYERS else None
+            name = ("layout" if option in LAYOUTS else "first_layer" if option in FIRST_LAYERS
+                    else "inner_gradient" if option in INNER_GRADIENTS else None)
             if name is None or name in fields:
-                raise ValueError(f"plan {text!r}: {option!r} is not one of {LAYOUTS + FIRST_LAYERS} "
+                raise ValueError(f"plan {text!r}: {option!r} is not one of {LAYOUTS + FIRST_LAYERS + INNER_GRADIENTS} "
                                  "(or is given twice)")
             fields[name] = option
         return cls(**fields)
@@ -99,6 +107,14 @@ class Plan:
     def forward_options(self) -> dict:
         """Keyword arguments of :func:`metaedu.nn.functional.batched_forward` for this plan."""
         return {"channels_last": self.layout == "channels_last", "unfold_first": self.first_layer == "unfold"}
+
+
+def analytic_allowed(learner) -> bool:
+    """Whether a plan may write the inner gradients out (:func:`metaedu.nn.functional.mlp_mse_gradients`):
+    an MLP it knows, the MSE loss, and MAML's own inner loop and objective (not a subclass's)."""
+    from metaedu.nn.functional import mlp_mse_supported
+
+    return learner.loss == "mse" and mlp_mse_supported(learner.model) and learner.loop_allowed()
 
 
 ENV = "METAEDU_MAML_PLAN"
@@ -294,6 +310,9 @@ def autotune(learner, tasks, steps: int, budget: float = TUNE_SECONDS) -> tuple[
                 if c >= n or (previous is not None and ms > previous and next_cost > budget / 10):
                     break
                 previous, c = ms, 2 * c
+            if analytic_allowed(learner):  # an MLP with MSE: its inner gradients written out, at the best size
+                for _, size in sorted(sizes, key=lambda s: s[0])[:1]:
+                    measure(Plan(tasks_per_pass=size, inner_gradient="analytic", **base))
             if conv:
                 for _, size in sorted(sizes, key=lambda s: s[0])[:1]:
                     for layout in LAYOUTS:

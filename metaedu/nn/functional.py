@@ -111,6 +111,63 @@ def mlp_forward(model: MLP, params: Params, x: torch.Tensor, taps: list[Tap] | N
     return h
 
 
+#: How each element-wise activation passes an error back, from the error, the activation's input ``a`` and its
+#: output ``h``. ReLU's is autograd's own ``threshold_backward`` (the error where ``a > 0``, else 0), whose
+#: derivative with respect to ``a`` is zero, as autograd's is.
+ACTIVATION_BACKWARD = {nn.ReLU: lambda error, a, h: torch.ops.aten.threshold_backward(error, a, 0.0),
+                       nn.Tanh: lambda error, a, h: error * (1 - h * h),
+                       nn.Sigmoid: lambda error, a, h: error * h * (1 - h)}
+
+
+def mlp_mse_supported(model: nn.Module) -> bool:
+    """Whether :func:`mlp_mse_gradients` can take ``model``: an MLP whose activations it knows."""
+    return type(model) is MLP and all(isinstance(layer, nn.Linear) or type(layer) in ACTIVATION_BACKWARD
+                                      for layer in model.net)
+
+
+def mlp_mse_gradients(model: MLP, params: Params, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Params]:
+    """Each task's mean squared error and its gradient with respect to that task's weights, written out.
+
+    Returns ``(losses [tasks], outputs [tasks, n, out], {name: [tasks, *shape]})``: the gradients that
+    ``torch.autograd.grad(losses.sum(), params)`` gives, computed by the backward recursion of a fully
+    connected network (the output error; then, from the top layer down, weight gradient = error^T times
+    the layer's input, bias gradient = the error summed over the examples, and the error passed down
+    through the weights and the activation). They are ordinary tensor expressions of ``params``, so
+    MAML's second-order meta-gradient differentiates them as usual; what is saved is a pass of the
+    autograd engine over the forward graph, a large share of the cost for a small network.
+    """
+    if not mlp_mse_supported(model):
+        raise ValueError(f"mlp_mse_gradients takes an MLP with activations "
+                         f"{[a.__name__ for a in ACTIVATION_BACKWARD]}, not {model!r}")
+    _check_inputs(params, x)
+    layers = []  # per linear layer: its name, its input, and the activation after it (kind, input, output)
+    h = x
+    for i, layer in enumerate(model.net):
+        if isinstance(layer, nn.Linear):
+            layers.append({"name": f"net.{i}", "input": h})
+            h = torch.baddbmm(params[f"net.{i}.bias"].unsqueeze(1), h, params[f"net.{i}.weight"].transpose(1, 2))
+        else:
+            a, h = h, layer(h)
+            layers[-1]["activation"] = (type(layer), a, h)
+    if h.shape != y.shape:
+        raise ValueError(f"outputs {tuple(h.shape)} and targets {tuple(y.shape)} differ in shape")
+    diff = h - y
+    losses = diff.square().mean(tuple(range(1, h.dim())))
+    error = diff * (2.0 / (h.shape[1] * h.shape[2]))  # d loss_t / d output, [tasks, n, out]
+    grads: Params = {}
+    for k in range(len(layers) - 1, -1, -1):
+        name = layers[k]["name"]
+        grads[f"{name}.weight"] = error.transpose(1, 2).bmm(layers[k]["input"])  # [tasks, out, in]
+        grads[f"{name}.bias"] = error.sum(1)
+        if k:
+            error = error.bmm(params[f"{name}.weight"])  # the error at this layer's input
+            if "activation" in layers[k - 1]:
+                kind, a, h_act = layers[k - 1]["activation"]
+                error = ACTIVATION_BACKWARD[kind](error, a, h_act)
+    return losses, h, {name: grads[name] for name in params}
+
+
 #: Batch norm's epsilon (PyTorch's default, as in Conv4's BatchNorm2d layers).
 BN_EPS = 1e-5
 

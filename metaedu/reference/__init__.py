@@ -8,7 +8,8 @@ model, trained once with the package's own training code and settings, shipped w
 the command that rebuilds it, where and how long it trained, and its score on fixed test episodes.
 
 * ``metaedu pretrain NAME [--device cuda] [--steps N]`` trains and writes both files
-  (:func:`pretrain`); ``metaedu pretrain --list`` lists the references.
+  (:func:`pretrain`); ``metaedu pretrain --list`` lists the references. ``--init NAME.json`` goes on
+  training an earlier run (a second session, perhaps on another machine); the record keeps every session.
 * :func:`load` gives the model and its record; a file made for another data version or file
   format is refused with the command that rebuilds it (:class:`StaleReference`).
 * :func:`score` re-scores a model on the record's fixed episodes; ``tests/test_reference.py``
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -89,21 +89,33 @@ def score(name: str, model: torch.nn.Module, settings, device="cpu", episodes: i
 
 
 def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, folder: Path | None = None,
-             max_seconds: float | None = None, like: dict | None = None) -> dict:
+             max_seconds: float | None = None, like: dict | None = None, init: Path | None = None) -> dict:
     """Train the reference ``name`` with its preset, score it, write ``NAME.pt`` and ``NAME.json``; return the record.
 
     ``max_seconds`` stops training early (a time budget on a lent machine); the record then says
     how many steps were done, and its command rebuilds exactly that (``--steps N``, or for a
     reference trained in stages, ``--like`` its record: every stage's steps). ``like``: train with
     the settings of that record instead of the preset.
+
+    ``init``: the record (``NAME.json``, its weights beside it) of an earlier run of the same
+    reference to go on training from, with that record's settings and a fresh optimizer: a second
+    session of training, on another machine if need be. The new record counts the steps and
+    seconds of both, lists each session under ``"sessions"``, and its command chains their commands.
     """
     spec = _spec(name)
     device = torch.device(device)
+    earlier = _earlier_run(name, Path(init)) if init is not None else None
+    if earlier is not None:
+        like = earlier
     settings = spec.settings() if like is None else _restore(spec.settings(), like["settings"])
     step_fields = (spec.steps_field,) if isinstance(spec.steps_field, str) else spec.steps_field
+    if earlier is not None and len(step_fields) > 1:
+        raise ValueError(f"reference {name!r} trains in stages; --init continues only a single-stage reference")
     if steps is not None:
         settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
     model = spec.build(settings, device)
+    if earlier is not None:
+        model.load_state_dict(torch.load(Path(init).with_suffix(".pt"), map_location=device))
     start = time.perf_counter()
     done = spec.train(model, settings, device, seed, max_seconds)
     staged = dataclasses.is_dataclass(done)
@@ -113,27 +125,83 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     else:  # the steps done: what was trained, for the record and for load()
         settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, done))
     seconds = time.perf_counter() - start
+    device_name = _device_name(device)
+    command = (f"metaedu pretrain {name} " + (f"--like metaedu/pretrained/{name}.json" if staged else f"--steps {done}")
+               + (" --device cuda" if device.type == "cuda" else ""))
+    session = {"steps": done, "seconds": round(seconds, 1), "device": device_name, "torch": torch.__version__,
+               "seed": seed, "command": command}
+    sessions = [session]
+    if earlier is not None:
+        session["command"] = f"{command} --init metaedu/pretrained/{name}.json --seed {seed}"
+        sessions = _sessions(earlier) + sessions
+        settings = dataclasses.replace(settings, **{step_fields[0]: sum(s["steps"] for s in sessions)})
     result, values = score(name, model, settings, device)
     extras = spec.extras(model, settings, device) if spec.extras is not None else {}
     weights, record_path = paths(name, folder)
     weights.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     record = {
         "name": name, "format": FORMAT, "lecture": spec.lecture, "what": spec.what,
         "settings_class": type(settings).__name__, "settings": dataclasses.asdict(settings),
-        "data": _data_identity(spec), "seed": seed, "steps": done, "seconds": round(seconds, 1),
-        "device": device_name, "torch": torch.__version__,
-        "command": f"metaedu pretrain {name} " + (f"--like metaedu/pretrained/{name}.json" if staged else f"--steps {done}")
-                   + (" --device cuda" if device.type == "cuda" else ""),
+        "data": _data_identity(spec), "seed": seed, "steps": sum(s["steps"] for s in sessions),
+        "seconds": round(sum(s["seconds"] for s in sessions), 1),
+        "device": ", then ".join(dict.fromkeys(s["device"] for s in sessions)), "torch": torch.__version__,
+        "command": " && ".join(s["command"] for s in sessions),
         "test": {"n_way": spec.n_way, "k_shot": spec.k_shot, "n_query": spec.n_query, "episodes": spec.episodes,
                  "sampler_seed": EVAL_SEED, "what": spec.test, "higher_is_better": spec.higher_is_better},
         "score": result.as_dict(),
         "per_episode": [round(float(v), 4) for v in values],  # for paired comparisons on the same episodes
         "extras": extras,
     }
+    if earlier is not None:
+        record["sessions"] = sessions
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def rescore(name: str, device="cpu", folder: Path | None = None) -> dict:
+    """Score the shipped reference ``name`` again with this package and rewrite its record's score, per-episode
+    values and extras; the weights and the training fields stay as they are. For a change on the evaluation
+    side (a new extra a lecture reads); a changed model or data needs ``metaedu pretrain`` instead."""
+    spec = _spec(name)
+    model, settings, record = load(name, device, folder)
+    device = torch.device(device)
+    result, values = score(name, model, settings, device)
+    record["score"] = result.as_dict()
+    record["per_episode"] = [round(float(v), 4) for v in values]
+    record["extras"] = spec.extras(model, settings, device) if spec.extras is not None else {}
+    record["rescored"] = {"torch": torch.__version__, "device": _device_name(device)}
+    paths(name, folder)[1].write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from metaedu.algorithms.maml_plan import machine
+
+    return f"{machine()}, {torch.get_num_threads()} threads"
+
+
+def _earlier_run(name: str, path: Path) -> dict:
+    """The record at ``path`` (weights beside it), checked to be a run of reference ``name`` on this data."""
+    if not path.is_file() or not path.with_suffix(".pt").is_file():
+        raise FileNotFoundError(f"--init {path}: expected a reference record with its weights beside it "
+                                f"({path.with_suffix('.pt').name})")
+    record = json.loads(path.read_text())
+    if record.get("name") != name:
+        raise ValueError(f"--init {path} is a record of {record.get('name')!r}, not of {name!r}")
+    if record.get("data") != _data_identity(_spec(name)):
+        raise StaleReference(f"--init {path} was trained on {record.get('data')}, this package has "
+                             f"{_data_identity(_spec(name))}")
+    return record
+
+
+def _sessions(record: dict) -> list[dict]:
+    """The training sessions behind a record: its ``"sessions"``, or the one session a plain record describes."""
+    if "sessions" in record:
+        return list(record["sessions"])
+    return [{key: record[key] for key in ("steps", "seconds", "device", "torch", "seed", "command")}]
 
 
 def load(name: str, device="cpu", folder: Path | None = None) -> tuple[torch.nn.Module, object, dict]:
@@ -203,10 +271,14 @@ def _pretrain(args: argparse.Namespace) -> int:
             print(f"{spec.name:<16} lecture {spec.lecture}  {have:<8} {spec.what}")
         return 0
     set_threads()
+    if args.rescore:
+        record = rescore(args.name, get_device(args.device), Path(args.out) if args.out else None)
+        print(f"{record['name']}: rescored, {Score(**record['score'])} on {record['test']['episodes']} fixed episodes")
+        return 0
     budget = 60 * args.minutes if args.minutes else None
     like = json.loads(Path(args.like).read_text()) if args.like else None
     record = pretrain(args.name, get_device(args.device), args.steps, args.seed, Path(args.out) if args.out else None,
-                      budget, like)
+                      budget, like, Path(args.init) if args.init else None)
     test = record["test"]
     what = test["what"] or f"{test['n_way']}-way {test['k_shot']}-shot accuracy"
     print(f"{record['name']}: {record['steps']} steps in {record['seconds']:.0f} s on {record['device']}; "
@@ -224,5 +296,9 @@ def add_commands(sub) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop training after this long (the record keeps the steps done)")
     p.add_argument("--like", default=None, metavar="RECORD",
                    help="train with the settings of this record (NAME.json): rebuilds a reference trained in stages")
+    p.add_argument("--init", default=None, metavar="RECORD",
+                   help="go on training from this record's weights (NAME.json, NAME.pt beside it), with its settings")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the shipped weights again and rewrite the record's score and extras (no training)")
     p.add_argument("--out", default=None, help="folder for NAME.pt and NAME.json (default: the package's pretrained/)")
     p.set_defaults(func=_pretrain)
