@@ -141,31 +141,23 @@ def mlp_mse_gradients(model: MLP, params: Params, x: torch.Tensor,
         raise ValueError(f"mlp_mse_gradients takes an MLP with activations "
                          f"{[a.__name__ for a in ACTIVATION_BACKWARD]}, not {model!r}")
     _check_inputs(params, x)
-    layers = []  # per linear layer: its name, its input, and the activation after it (kind, input, output)
-    h = x
-    for i, layer in enumerate(model.net):
-        if isinstance(layer, nn.Linear):
-            layers.append({"name": f"net.{i}", "input": h})
-            h = torch.baddbmm(params[f"net.{i}.bias"].unsqueeze(1), h, params[f"net.{i}.weight"].transpose(1, 2))
-        else:
-            a, h = h, layer(h)
-            layers[-1]["activation"] = (type(layer), a, h)
-    if h.shape != y.shape:
-        raise ValueError(f"outputs {tuple(h.shape)} and targets {tuple(y.shape)} differ in shape")
-    diff = h - y
-    losses = diff.square().mean(tuple(range(1, h.dim())))
-    error = diff * (2.0 / (h.shape[1] * h.shape[2]))  # d loss_t / d output, [tasks, n, out]
+    taps: list[Tap] = []  # each linear layer's input and pre-activation output, from the batched forward pass
+    out = mlp_forward(model, params, x, taps)
+    activations = [type(layer) for layer in model.net if not isinstance(layer, nn.Linear)]  # after layers 0..n-2
+    if out.shape != y.shape:
+        raise ValueError(f"outputs {tuple(out.shape)} and targets {tuple(y.shape)} differ in shape")
+    diff = out - y
+    losses = diff.square().mean(tuple(range(1, out.dim())))
+    error = diff * (2.0 / (out.shape[1] * out.shape[2]))  # d loss_t / d output, [tasks, n, out]
     grads: Params = {}
-    for k in range(len(layers) - 1, -1, -1):
-        name = layers[k]["name"]
-        grads[f"{name}.weight"] = error.transpose(1, 2).bmm(layers[k]["input"])  # [tasks, out, in]
+    for k in range(len(taps) - 1, -1, -1):
+        name = taps[k].layer
+        grads[f"{name}.weight"] = error.transpose(1, 2).bmm(taps[k].inputs)  # [tasks, out, in]
         grads[f"{name}.bias"] = error.sum(1)
-        if k:
-            error = error.bmm(params[f"{name}.weight"])  # the error at this layer's input
-            if "activation" in layers[k - 1]:
-                kind, a, h_act = layers[k - 1]["activation"]
-                error = ACTIVATION_BACKWARD[kind](error, a, h_act)
-    return losses, h, {name: grads[name] for name in params}
+        if k:  # down through this layer's weights, then the activation between layers k-1 and k
+            error = error.bmm(params[f"{name}.weight"])
+            error = ACTIVATION_BACKWARD[activations[k - 1]](error, taps[k - 1].outputs, taps[k].inputs)
+    return losses, out, {name: grads[name] for name in params}
 
 
 #: Batch norm's epsilon (PyTorch's default, as in Conv4's BatchNorm2d layers).
