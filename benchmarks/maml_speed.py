@@ -1,6 +1,7 @@
-"""MAML meta-iterations side by side: our batched learner, a per-task loop, and the `higher` library.
+"""MAML meta-iterations side by side: our batched learner, a per-task loop, and the `higher` and `learn2learn`
+libraries where they are installed (optional; neither is a dependency).
 
-One command prints, for each setting and thread count, wall and CPU milliseconds per
+One command prints, for each setting and thread count, wall and CPU milliseconds of the median
 meta-iteration (one second-order meta-gradient of a whole meta-batch), the speed ratio against
 the per-task loop on both clocks, the peak memory of each implementation, the execution plan
 ``MAML`` chose on this machine, and the convolution ceiling::
@@ -39,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -54,7 +56,7 @@ from metaedu.runtime import get_device
 from metaedu.tasks.episodes import EpisodeSampler
 from metaedu.tasks.regression import SinusoidTasks
 
-IMPLEMENTATIONS = ("ours", "ours, one pass", "per-task loop", "higher")
+IMPLEMENTATIONS = ("ours", "ours, one pass", "per-task loop", "higher", "learn2learn")
 SETTINGS = ("sinusoid", "conv4")
 
 
@@ -107,7 +109,26 @@ def with_higher(learner: MAML, tasks, steps: int = 1) -> None:
             (query / n).backward()
 
 
-RUNNERS = dict(zip(IMPLEMENTATIONS, (ours, ours_one_pass, per_task_loop, with_higher)))
+def with_learn2learn(learner: MAML, tasks, steps: int = 1) -> None:
+    """The same computation with learn2learn's MAML wrapper: a differentiable clone per task, one task at a time.
+
+    learn2learn 0.2.0's released C sources do not compile on Python 3.11; regenerate them from its ``.pyx``
+    files with Cython 0.29 (``cython -3``) before ``pip install``."""
+    import learn2learn
+
+    from metaedu.algorithms.maml import task_loss
+
+    wrapped = learn2learn.algorithms.MAML(learner.model, lr=learner.inner_lr, first_order=False)
+    n = tasks.x_support.shape[0]
+    for i in range(n):
+        clone = wrapped.clone()
+        for _ in range(steps):
+            clone.adapt(task_loss(clone(tasks.x_support[i])[None], tasks.y_support[i][None], learner.loss)[0])
+        query = task_loss(clone(tasks.x_query[i])[None], tasks.y_query[i][None], learner.loss)[0]
+        (query / n).backward()
+
+
+RUNNERS = dict(zip(IMPLEMENTATIONS, (ours, ours_one_pass, per_task_loop, with_higher, with_learn2learn)))
 
 
 def meta_gradient(run, learner, tasks) -> list[torch.Tensor]:
@@ -180,11 +201,15 @@ def _reset_peak_rss() -> None:
 
 
 def worker(setting: str, name: str, device: torch.device, iters: int, plan: str) -> dict:
-    """Time one implementation in this (fresh) process: warm-up, then ``iters`` meta-iterations."""
+    """Time one implementation in this (fresh) process: warm-up, then ``iters`` meta-iterations, each timed
+    on its own; the median iteration is reported (a shared machine's hiccups move the mean of a 1 ms
+    iteration by tens of percent, not the median), with the mean beside it in the JSON."""
     learner, tasks = make_setting(setting, device, plan)
     run = RUNNERS[name]
     if name == "higher":
         import higher  # noqa: F401  (imported before memory is measured, like torch)
+    if name == "learn2learn":
+        import learn2learn  # noqa: F401
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
@@ -197,17 +222,21 @@ def worker(setting: str, name: str, device: torch.device, iters: int, plan: str)
     run(learner, tasks)  # warm-up (allocator, kernels, `higher`'s first patching)
     if cuda:
         torch.cuda.synchronize(device)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    walls, cpus = [], []
     for _ in range(iters):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         learner.zero_grad(set_to_none=True)
         run(learner, tasks)
+        if cuda:
+            torch.cuda.synchronize(device)
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(time.process_time() - cpu0)
     if cuda:
-        torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
         peak = _rss_bytes("VmHWM") - base
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    result = {"wall_ms": 1000 * wall / iters, "cpu_ms": 1000 * cpu / iters, "peak_mb": peak / 2**20}
+    result = {"wall_ms": 1000 * statistics.median(walls), "cpu_ms": 1000 * statistics.median(cpus),
+              "wall_ms_mean": 1000 * statistics.mean(walls), "peak_mb": peak / 2**20}
     if not cuda and name == "per-task loop":
         result["conv_share"] = convolution_share(run, learner, tasks)
     return result
@@ -274,7 +303,7 @@ def run_setting(setting: str, device: torch.device, threads: int, iters: int, ke
 
 
 def report(r: dict, device: torch.device) -> None:
-    print(f"\n{r['setting']}, {r['threads']} thread(s): {r['iters']} timed meta-iterations, ms per meta-iteration")
+    print(f"\n{r['setting']}, {r['threads']} thread(s): {r['iters']} timed meta-iterations, ms per meta-iteration (median)")
     tuned = ", ".join(f"{k} {v:.2f}" for k, v in r["plan_candidates_ms_per_task"].items())
     when = "read from the cache, measured earlier" if r["plan_seconds"] is None else \
         f"measured now in {r['plan_seconds']:.1f} s wall"
@@ -326,7 +355,7 @@ def main(argv=None) -> int:
         runs = []
         for n_threads in threads:
             for setting in args.settings:
-                iters = args.iters or {"sinusoid": 30, "conv4": 10 if device.type == "cuda" else 3}[setting]
+                iters = args.iters or {"sinusoid": 300, "conv4": 10 if device.type == "cuda" else 3}[setting]
                 runs.append(run_setting(setting, device, n_threads, iters, args.keep_freed_memory))
                 report(runs[-1], device)
     if args.out:

@@ -272,7 +272,9 @@ def test_freed_memory_kept_stops_page_faults_inside_the_block_only():
     assert inside < 1000  # 48 MB is 12,288 pages of 4 kB: none faulted in again
     assert after > 15 * 24 * 1024  # 96 MB = 24,576 pages, faulted in on most of the 20 allocations
     assert released > 40 * 2**20
-    assert small_after < 3 * 4096  # a 16 MB buffer (4,096 pages) is reused after the block, as glibc would
+    # a 16 MB buffer (4,096 pages) is reused after the block, as glibc would: faulted in on the first few of
+    # the 20 allocations while glibc's dynamic thresholds settle (2 or 3 times seen), not on every one (81,920)
+    assert small_after < 5 * 4096
 
 
 def test_multi_pass_plans_keep_freed_memory_during_the_call_only(monkeypatch, glyphs):

@@ -66,6 +66,34 @@ def test_a_second_session_goes_on_from_the_first_and_records_both(tmp_path, glyp
         reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path, init=tmp_path / "nothing.json")
 
 
+def test_a_session_can_change_a_setting_and_records_it(tmp_path, glyphs, small_tests):
+    reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path / "one")
+    start = torch.load(tmp_path / "one" / "maml-5way.pt")
+    second = reference.pretrain("maml-5way", "cpu", steps=2, seed=1, folder=tmp_path / "two",
+                                init=tmp_path / "one" / "maml-5way.json", changes={"outer_lr": "1e-5"})
+    assert second["settings"]["outer_lr"] == 1e-5 and second["sessions"][1]["set"] == {"outer_lr": 1e-5}
+    assert "set" not in second["sessions"][0]
+    assert second["command"].endswith("--steps 2 --set outer_lr=1e-05 --init metaedu/pretrained/maml-5way.json --seed 1")
+    # the smaller step size is the one Adam used: two updates move each tensor by at most 2e-5
+    after = torch.load(tmp_path / "two" / "maml-5way.pt")
+    moved = max(float((after[k] - start[k]).abs().max()) for k in start if start[k].is_floating_point())
+    assert 0 < moved <= 2 * 1e-5 * 1.01
+    _, settings, _ = reference.load("maml-5way", "cpu", folder=tmp_path / "two")
+    assert settings.outer_lr == 1e-5
+    from metaedu.reference import lecture  # the lecture's sentence names each session and what it changed
+
+    said = lecture.sessions(second)
+    assert said.startswith("3 meta-updates in 2 sessions: 1 meta-update in ") and "; then 2 more meta-updates" in said
+    assert said.endswith("threads with outer_lr = 1e-05") and said.count("outer_lr") == 1
+    for changes, message in (({"outer_rate": "1"}, "has no field 'outer_rate'"),
+                             ({"steps": "5"}, "set with --steps"),
+                             ({"outer_lr": "fast"}, "'outer_lr' needs a float"),
+                             ({"first_order": "yes"}, "'first_order' needs a bool")):
+        with pytest.raises(ValueError, match=message):
+            reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path / "bad", changes=changes)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_rescoring_rewrites_the_score_and_extras_from_the_weights_and_keeps_the_rest(tmp_path, glyphs, small_tests):
     record = reference.pretrain("maml-5way", "cpu", steps=1, folder=tmp_path)
     path = tmp_path / "maml-5way.json"

@@ -89,7 +89,8 @@ def score(name: str, model: torch.nn.Module, settings, device="cpu", episodes: i
 
 
 def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, folder: Path | None = None,
-             max_seconds: float | None = None, like: dict | None = None, init: Path | None = None) -> dict:
+             max_seconds: float | None = None, like: dict | None = None, init: Path | None = None,
+             changes: dict[str, str] | None = None) -> dict:
     """Train the reference ``name`` with its preset, score it, write ``NAME.pt`` and ``NAME.json``; return the record.
 
     ``max_seconds`` stops training early (a time budget on a lent machine); the record then says
@@ -101,6 +102,10 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     reference to go on training from, with that record's settings and a fresh optimizer: a second
     session of training, on another machine if need be. The new record counts the steps and
     seconds of both, lists each session under ``"sessions"``, and its command chains their commands.
+
+    ``changes``: settings fields to change for this run, ``{"outer_lr": "0.0001"}`` (``--set
+    outer_lr=0.0001``), e.g. a smaller step size for a second session. The session records them under
+    ``"set"`` and its command repeats them; the record's settings are those of the last session.
     """
     spec = _spec(name)
     device = torch.device(device)
@@ -113,6 +118,8 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
         raise ValueError(f"reference {name!r} trains in stages; --init continues only a single-stage reference")
     if steps is not None:
         settings = dataclasses.replace(settings, **dict.fromkeys(step_fields, steps))
+    changed = _changed_fields(settings, changes or {}, step_fields)
+    settings = dataclasses.replace(settings, **changed)
     model = spec.build(settings, device)
     if earlier is not None:
         model.load_state_dict(torch.load(Path(init).with_suffix(".pt"), map_location=device))
@@ -127,9 +134,12 @@ def pretrain(name: str, device="cpu", steps: int | None = None, seed: int = 0, f
     seconds = time.perf_counter() - start
     device_name = _device_name(device)
     command = (f"metaedu pretrain {name} " + (f"--like metaedu/pretrained/{name}.json" if staged else f"--steps {done}")
-               + (" --device cuda" if device.type == "cuda" else ""))
+               + (" --device cuda" if device.type == "cuda" else "")
+               + "".join(f" --set {key}={value}" for key, value in changed.items()))
     session = {"steps": done, "seconds": round(seconds, 1), "device": device_name, "torch": torch.__version__,
                "seed": seed, "command": command}
+    if changed:
+        session["set"] = changed
     sessions = [session]
     if earlier is not None:
         session["command"] = f"{command} --init metaedu/pretrained/{name}.json --seed {seed}"
@@ -195,6 +205,34 @@ def _earlier_run(name: str, path: Path) -> dict:
         raise StaleReference(f"--init {path} was trained on {record.get('data')}, this package has "
                              f"{_data_identity(_spec(name))}")
     return record
+
+
+def _changed_fields(settings, changes: dict[str, str], step_fields: tuple[str, ...]) -> dict:
+    """``changes`` (field name to text, from ``--set``) as typed values of ``settings``' fields; refuses an
+    unknown field, a steps field (``--steps`` sets those) and a value of the wrong kind, naming it."""
+    known = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    typed = {}
+    for key, text in changes.items():
+        if key not in known:
+            raise ValueError(f"--set {key}=...: {type(settings).__name__} has no field {key!r}; "
+                             f"its fields are {', '.join(sorted(known))}")
+        if key in step_fields:
+            raise ValueError(f"--set {key}=...: the number of steps is set with --steps")
+        current = known[key]
+        kind = type(current)
+        if kind not in (bool, int, float, str):
+            raise ValueError(f"--set {key}=...: field {key!r} holds a {kind.__name__}, which --set cannot change")
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                value = text.lower() == "true"
+            else:
+                value = kind(text)
+        except ValueError:
+            raise ValueError(f"--set {key}={text}: {key!r} needs a {kind.__name__} value") from None
+        typed[key] = value
+    return typed
 
 
 def _sessions(record: dict) -> list[dict]:
@@ -278,12 +316,22 @@ def _pretrain(args: argparse.Namespace) -> int:
     budget = 60 * args.minutes if args.minutes else None
     like = json.loads(Path(args.like).read_text()) if args.like else None
     record = pretrain(args.name, get_device(args.device), args.steps, args.seed, Path(args.out) if args.out else None,
-                      budget, like, Path(args.init) if args.init else None)
+                      budget, like, Path(args.init) if args.init else None, _parse_set(args.set))
     test = record["test"]
     what = test["what"] or f"{test['n_way']}-way {test['k_shot']}-shot accuracy"
     print(f"{record['name']}: {record['steps']} steps in {record['seconds']:.0f} s on {record['device']}; "
           f"{what} {Score(**record['score'])} on {test['episodes']} fixed episodes")
     return 0
+
+
+def _parse_set(items: list[str]) -> dict[str, str]:
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"metaedu pretrain: --set takes FIELD=VALUE, got {item!r}")
+        changes[key] = value
+    return changes
 
 
 def add_commands(sub) -> None:
@@ -298,6 +346,8 @@ def add_commands(sub) -> None:
                    help="train with the settings of this record (NAME.json): rebuilds a reference trained in stages")
     p.add_argument("--init", default=None, metavar="RECORD",
                    help="go on training from this record's weights (NAME.json, NAME.pt beside it), with its settings")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one settings field for this run (repeatable), e.g. --set outer_lr=0.0001 with --init")
     p.add_argument("--rescore", action="store_true",
                    help="score the shipped weights again and rewrite the record's score and extras (no training)")
     p.add_argument("--out", default=None, help="folder for NAME.pt and NAME.json (default: the package's pretrained/)")

@@ -28,6 +28,24 @@ def trained(record: dict) -> str:
     return f"reference: {record['steps']} steps, {took} on {record['device']}"
 
 
+def sessions(record: dict) -> str:
+    """The training sessions behind a record, in one sentence: steps, time and machine of each, and the settings
+    a session changed (``--set``) next to the preset's value. A record of one session gives ``trained``'s words."""
+    runs = record.get("sessions")
+    if not runs:
+        return trained(record).removeprefix("reference: ")
+    parts = []
+    for i, run in enumerate(runs):
+        minutes = run["seconds"] / 60
+        took = f"{minutes:.0f} min" if minutes >= 1 else f"{run['seconds']:.0f} s"
+        n = run["steps"]
+        part = f"{n} {'more ' if i else ''}meta-update{'s' * (n != 1)} in {took} on {run['device']}"
+        if run.get("set"):
+            part += " with " + ", ".join(f"{key} = {value}" for key, value in run["set"].items())
+        parts.append(part)
+    return f"{record['steps']} meta-updates in {len(runs)} sessions: " + "; then ".join(parts)
+
+
 def setting(record: dict) -> str:
     test = record["test"]
     return f"{test['n_way']}-way {test['k_shot']}-shot" if test["n_way"] else test["what"]
@@ -39,4 +57,4 @@ def row(record: dict, method: str, paper="—", note: str = "") -> dict:
             "note": "; ".join(x for x in (note, trained(record)) if x)}
 
 
-__all__ = ["shipped", "trained", "setting", "row", "recorded_per_episode", "recorded_score"]
+__all__ = ["shipped", "trained", "sessions", "setting", "row", "recorded_per_episode", "recorded_score"]
