@@ -113,7 +113,8 @@ def with_learn2learn(learner: MAML, tasks, steps: int = 1) -> None:
     """The same computation with learn2learn's MAML wrapper: a differentiable clone per task, one task at a time.
 
     learn2learn 0.2.0's released C sources do not compile on Python 3.11; regenerate them from its ``.pyx``
-    files with Cython 0.29 (``cython -3``) before ``pip install``."""
+    files with Cython 0.29 (``cython -3``) before ``pip install``. Importing it imports ``torchvision`` (and
+    ``gym``, ``qpth``), which must be built for the installed torch; its MAML itself uses neither."""
     import learn2learn
 
     from metaedu.algorithms.maml import task_loss
