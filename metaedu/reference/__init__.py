@@ -222,16 +222,16 @@ def _changed_fields(settings, changes: dict[str, str], step_fields: tuple[str, .
         kind = type(current)
         if kind not in (bool, int, float, str):
             raise ValueError(f"--set {key}=...: field {key!r} holds a {kind.__name__}, which --set cannot change")
+        wrong = ValueError(f"--set {key}={text}: {key!r} needs a {kind.__name__} value")
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise wrong
+            typed[key] = text.lower() == "true"
+            continue
         try:
-            if kind is bool:
-                if text.lower() not in ("true", "false"):
-                    raise ValueError(text)
-                value = text.lower() == "true"
-            else:
-                value = kind(text)
+            typed[key] = kind(text)
         except ValueError:
-            raise ValueError(f"--set {key}={text}: {key!r} needs a {kind.__name__} value") from None
-        typed[key] = value
+            raise wrong from None
     return typed
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from metaedu.reference.spec import EVAL_SEED, Spec, glyphs, test_sampler
@@ -115,8 +117,6 @@ def _with_test_steps(spec_name: str, extras, steps: tuple[int, ...]):
     """``extras`` plus the accuracy per fixed test episode (the recorded score's episodes) after each of ``steps``
     test-time inner steps, under ``"test_steps"``."""
     def both(learner, settings, device) -> dict:
-        import dataclasses
-
         out = extras(learner, settings, device)
         per_episode = _maml_per_episode(spec_name)
         out["test_steps"] = {

@@ -23,23 +23,23 @@ def shipped(*names: str, folder=None) -> dict[str, dict]:
 
 def trained(record: dict) -> str:
     """How a reference was trained, in a few words (for a table's note)."""
-    minutes = record["seconds"] / 60
-    took = f"{minutes:.0f} min" if minutes >= 1 else f"{record['seconds']:.0f} s"
-    return f"reference: {record['steps']} steps, {took} on {record['device']}"
+    return f"reference: {record['steps']} steps, {_took(record['seconds'])} on {record['device']}"
+
+
+def _took(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def sessions(record: dict) -> str:
     """The training sessions behind a record, in one sentence: steps, time and machine of each, and the settings
-    a session changed (``--set``) next to the preset's value. A record of one session gives ``trained``'s words."""
+    a session changed (``--set``). A record of one session gives ``trained``'s words."""
     runs = record.get("sessions")
     if not runs:
         return trained(record).removeprefix("reference: ")
     parts = []
     for i, run in enumerate(runs):
-        minutes = run["seconds"] / 60
-        took = f"{minutes:.0f} min" if minutes >= 1 else f"{run['seconds']:.0f} s"
         n = run["steps"]
-        part = f"{n} {'more ' if i else ''}meta-update{'s' * (n != 1)} in {took} on {run['device']}"
+        part = f"{n} {'more ' if i else ''}meta-update{'s' * (n != 1)} in {_took(run['seconds'])} on {run['device']}"
         if run.get("set"):
             part += " with " + ", ".join(f"{key} = {value}" for key, value in run["set"].items())
         parts.append(part)
